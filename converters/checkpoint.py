@@ -1,0 +1,129 @@
+"""Reading PyTorch checkpoints safely: weights only, nothing in the file is executed.
+
+A checkpoint is either a bare state_dict or a training checkpoint that wraps one:
+`{"model": ...}` (official releases, with "optimizer", "epoch", "args" beside it in training
+checkpoints) or `{"state_dict": ...}` (many training frameworks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class ConversionError(Exception):
+    """A checkpoint that cannot be converted exactly; the message is one line naming why."""
+
+    def __init__(
+        self,
+        message: str,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mismatched: list[str] | None = None,
+    ):
+        super().__init__(message)
+        self.missing = missing or []
+        self.unexpected = unexpected or []
+        self.mismatched = mismatched or []
+
+
+# Harmless globals found in real training checkpoints, allowed by the weights-only unpickler:
+# official ConvNeXt checkpoints keep their command line as an argparse.Namespace under "args".
+SAFE_GLOBALS = [argparse.Namespace]
+
+WRAPPER_KEYS = ("model", "state_dict")  # where training checkpoints keep the weights
+
+
+@dataclass
+class StateDict:
+    """The tensors of a checkpoint as numpy arrays, with where they came from."""
+
+    tensors: dict[str, np.ndarray]
+    source: str  # the file, or "state_dict" for an in-memory mapping
+    wrapper: str | None  # "model" or "state_dict" when the weights were wrapped, else None
+    dtypes: tuple[str, ...]  # the dtypes stored in the file, before any conversion
+
+
+def load_state_dict(source: str | Path | Mapping) -> StateDict:
+    """The state_dict of `source` (a path or a mapping), unwrapped from `{"model": ...}` or
+    `{"state_dict": ...}`. Raises ConversionError for anything else."""
+    where = str(source) if isinstance(source, (str, Path)) else "state_dict"
+    obj = read_checkpoint(Path(source)) if isinstance(source, (str, Path)) else source
+    state, wrapper = unwrap(obj, where)
+    tensors = {key: to_numpy(value, where, key) for key, value in state.items()}
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
+    return StateDict(tensors, where, wrapper, tuple(dtypes))
+
+
+def read_checkpoint(path: Path) -> object:
+    """torch.load with weights_only=True, every failure turned into one ConversionError line."""
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file")
+    if path.is_dir():
+        raise ConversionError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
+        if refused:
+            raise ConversionError(
+                f"{path}: refused: loading it would call {refused.group(1)}; only tensors are "
+                "read (weights_only), nothing in the file is executed"
+            ) from None
+        opcode = re.search(r"Unsupported operand (\d+)", text)
+        reason = f"unsupported pickle opcode {opcode.group(1)}" if opcode else first_sentence(e)
+        raise ConversionError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        text = first_sentence(e)
+        if "zip archive" in text or isinstance(e, EOFError):
+            raise ConversionError(f"{path}: truncated or corrupt checkpoint ({text})") from None
+        raise ConversionError(f"{path}: not a PyTorch checkpoint ({text})") from None
+
+
+def unwrap(obj: object, where: str) -> tuple[Mapping, str | None]:
+    """The state_dict inside a checkpoint object, and the key that wrapped it."""
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{where}: holds a {type(obj).__name__}, not a state_dict")
+    for key in WRAPPER_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            return obj[key], key
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
+    if not_tensors:
+        raise ConversionError(
+            f"{where}: not a state_dict: {', '.join(map(str, not_tensors[:5]))} "
+            f"{'is' if len(not_tensors) == 1 else 'are'} not tensors, and no "
+            f"{' or '.join(repr(k) for k in WRAPPER_KEYS)} entry holds one"
+        )
+    return obj, None
+
+
+def to_numpy(value: object, where: str, key: str) -> np.ndarray:
+    """A tensor as a numpy array. float16/bfloat16 become float32 (exactly: every half value
+    is a float32 value); integer tensors are refused, ConvNeXt has none."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise ConversionError(f"{where}: {key} is a {type(value).__name__}, not a tensor")
+    if not value.is_floating_point():
+        raise ConversionError(f"{where}: {key} has dtype {value.dtype}, expected floating point")
+    if value.dtype in (torch.float16, torch.bfloat16):
+        value = value.float()
+    return value.detach().cpu().numpy()
+
+
+def first_sentence(error: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run to a paragraph)."""
+    text = " ".join(str(error).split())
+    return text.split(". ")[0].rstrip(".") if text else f"{type(error).__name__}: empty file"

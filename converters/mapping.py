@@ -1,0 +1,79 @@
+"""The PyTorch <-> Keras mapping: one name rule and one transpose per kind of tensor.
+
+Names. Every Keras layer is named like the PyTorch attribute it mirrors, so the Keras variable
+path, relative to the model, is the PyTorch key with "/" for "." and "kernel" for "weight":
+
+    stages.2/5/pwconv1/kernel   <->   stages.2.5.pwconv1.weight
+
+Layouts. What differs is the order of the axes, by kind of layer (LAYOUT_RULES says which key
+is which kind; TRANSPOSES gives the axes). Nothing is ever matched by position or by shape.
+
+Everything here is pure: names and numpy arrays in, names and numpy arrays out.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+# Keras variable name -> PyTorch parameter name, where they differ.
+KERAS_TO_TORCH_NAME = {"kernel": "weight"}
+
+# kind          PyTorch -> Keras axes   shapes
+TRANSPOSES: dict[str, tuple[int, ...]] = {
+    "conv":      (2, 3, 1, 0),  # (out, in, kh, kw) -> (kh, kw, in, out)
+    "depthwise": (2, 3, 0, 1),  # (C, 1, kh, kw)    -> (kh, kw, C, 1)
+    "dense":     (1, 0),        # (out, in)         -> (in, out)
+    "vector":    (0,),          # (C,)              -> (C,): biases, LayerNorm, layer scale
+}  # fmt: skip
+
+# Which kind each PyTorch key is; the first full match wins.
+# PyTorch key (regex)                            kind
+LAYOUT_RULES: tuple[tuple[str, str], ...] = (
+    (r"downsample_layers\.0\.0\.weight",          "conv"),       # stem 4x4 / 4
+    (r"downsample_layers\.[1-3]\.1\.weight",      "conv"),       # downsample 2x2 / 2
+    (r"stages\.\d+\.\d+\.dwconv\.weight",         "depthwise"),  # 7x7 depthwise
+    (r"stages\.\d+\.\d+\.pwconv[12]\.weight",     "dense"),      # pointwise as Linear
+    (r"head\.weight",                             "dense"),      # classifier
+    (r".*\.(bias|weight|gamma)",                  "vector"),     # norms, biases, layer scale
+)  # fmt: skip
+
+
+def torch_key(keras_path: str) -> str:
+    """`stages.2/5/pwconv1/kernel` -> `stages.2.5.pwconv1.weight` (path relative to the model)."""
+    *layer_names, variable = keras_path.split("/")
+    return ".".join([*layer_names, KERAS_TO_TORCH_NAME.get(variable, variable)])
+
+
+def layout(key: str) -> str:
+    """The kind of tensor a PyTorch key holds, which decides its transpose."""
+    for pattern, kind in LAYOUT_RULES:
+        if re.fullmatch(pattern, key):
+            return kind
+    raise KeyError(f"no layout rule for {key}")
+
+
+def to_keras(key: str, value: np.ndarray) -> np.ndarray:
+    """A PyTorch tensor in Keras' axis order. Raises ValueError on the wrong number of axes."""
+    axes = TRANSPOSES[layout(key)]
+    _check_rank(key, value, axes)
+    return np.ascontiguousarray(value.transpose(axes))
+
+
+def to_torch(key: str, value: np.ndarray) -> np.ndarray:
+    """A Keras variable in PyTorch's axis order: the inverse permutation of to_keras."""
+    axes = TRANSPOSES[layout(key)]
+    _check_rank(key, value, axes)
+    return np.ascontiguousarray(value.transpose(np.argsort(axes)))
+
+
+def torch_shape(key: str, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The PyTorch shape of a Keras variable of `keras_shape` under `key`."""
+    axes = TRANSPOSES[layout(key)]
+    return tuple(int(keras_shape[a]) for a in np.argsort(axes))
+
+
+def _check_rank(key: str, value: np.ndarray, axes: tuple[int, ...]) -> None:
+    if value.ndim != len(axes):
+        raise ValueError(f"{key}: expected {len(axes)} axes, found shape {tuple(value.shape)}")

@@ -1,0 +1,116 @@
+"""Comparing a PyTorch and a Keras ConvNeXt on the same inputs, stage by stage.
+
+A comparison on freshly initialised models proves little: with the default layer scale of 1e-6
+every block adds almost nothing, so a broken block goes unseen. `randomize_` gives every
+parameter a value that matters before weights are converted and compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import torch
+from torch import nn
+
+
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Set every parameter to a random, non-degenerate value, in place: kernels with std
+    1/sqrt(fan_in) (no symmetry, so a kh/kw swap changes the output), LayerNorm scales in
+    [0.5, 1.5], biases with std 0.2, layer scales of either sign with magnitude in [0.25, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+
+            def uniform(low: float, high: float, p=p) -> torch.Tensor:
+                return low + (high - low) * torch.rand(p.shape, generator=generator, dtype=p.dtype)
+
+            if name.endswith("gamma"):
+                sign = torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1
+                p.copy_(sign * uniform(0.25, 1.0))
+            elif p.ndim == 1 and name.endswith("weight"):  # LayerNorm scale
+                p.copy_(uniform(0.5, 1.5))
+            elif p.ndim == 1:  # biases
+                p.copy_(0.2 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+            else:  # conv and linear weights, fan_in = everything but the output axis
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) / fan_in**0.5)
+    return model
+
+
+@dataclass
+class Difference:
+    """How far two arrays are apart: the largest absolute difference, and that divided by
+    the largest absolute value of the reference (PyTorch)."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+
+    @classmethod
+    def between(cls, name: str, reference: np.ndarray, other: np.ndarray) -> Difference:
+        if reference.shape != other.shape:
+            raise ValueError(f"{name}: shapes differ: {reference.shape} vs {other.shape}")
+        max_abs = float(np.max(np.abs(reference - other)))
+        scale = float(np.max(np.abs(reference)))
+        return cls(name, max_abs, max_abs / scale if scale else max_abs)
+
+
+@dataclass
+class ParityReport:
+    """Stage-by-stage and logit differences of Keras against PyTorch on one batch."""
+
+    stages: list[Difference]
+    logits: Difference
+    top1_agreement: float  # fraction of samples whose argmax class agrees
+    batch: int
+    dtype: str
+
+    def first_divergence(self, rtol: float) -> str | None:
+        """The first of the stages and the logits whose relative difference exceeds rtol."""
+        for row in [*self.stages, self.logits]:
+            if not row.max_rel <= rtol:  # also catches NaN
+                return row.name
+        return None
+
+    def format(self) -> str:
+        lines = [f"{'':<10}{'max abs':>12}{'max rel':>12}   ({self.dtype}, batch {self.batch})"]
+        for row in [*self.stages, self.logits]:
+            lines.append(f"{row.name:<10}{row.max_abs:>12.3e}{row.max_rel:>12.3e}")
+        agree = round(self.top1_agreement * self.batch)
+        lines.append(f"top-1 agreement: {agree}/{self.batch}")
+        return "\n".join(lines)
+
+
+def compare(torch_model: nn.Module, keras_model: keras.Model, images: np.ndarray) -> ParityReport:
+    """Run both models in inference mode on `images`, (N, C, H, W), each in its own dtype,
+    and compare the four stage outputs and the logits."""
+    torch_model.eval()
+    torch_dtype = next(torch_model.parameters()).dtype
+    with torch.no_grad():
+        x = torch.from_numpy(images).to(torch_dtype)
+        torch_stages = [s.numpy() for s in torch_model.forward_stages(x)]
+        torch_logits = torch_model(x).numpy()
+
+    x = images.transpose(0, 2, 3, 1).astype(
+        keras_model.compute_dtype
+    )  # (N, C, H, W) -> (N, H, W, C)
+    keras_stages = [
+        keras.ops.convert_to_numpy(s).transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        for s in keras_model.forward_stages(x, training=False)
+    ]
+    keras_logits = keras.ops.convert_to_numpy(keras_model(x, training=False))
+
+    stages = [
+        Difference.between(f"stage {i}", t, k)
+        for i, (t, k) in enumerate(zip(torch_stages, keras_stages, strict=True), start=1)
+    ]
+    agreement = float(np.mean(torch_logits.argmax(-1) == keras_logits.argmax(-1)))
+    return ParityReport(
+        stages=stages,
+        logits=Difference.between("logits", torch_logits, keras_logits),
+        top1_agreement=agreement,
+        batch=len(images),
+        dtype=f"{torch_dtype}".removeprefix("torch.") + " / " + keras_model.compute_dtype,
+    )

@@ -1,0 +1,229 @@
+"""ConvNeXt in PyTorch.
+
+Paper: Liu et al., "A ConvNet for the 2020s", CVPR 2022, https://arxiv.org/abs/2201.03545
+Reference code: https://github.com/facebookresearch/ConvNeXt (models/convnext.py)
+
+Attribute names are the official ones, so an official checkpoint loads with a plain
+`load_state_dict`. The twin file, convnext_tf/model.py, has the same classes, names and order.
+
+Differences from the twin file (convnext_tf/model.py):
+- Layout: PyTorch convolutions take (N, C, H, W); Keras takes (N, H, W, C). The block permutes
+  to channels-last around its MLP here; the Keras block is channels-last throughout.
+- LayerNorm: here it normalises over C, which is dim 1 in (N, C, H, W) ("channels_first") or
+  the last dim ("channels_last"). In Keras C is always last, so one form suffices there.
+- GELU: `nn.GELU()` is exact (erf). Keras needs an explicit erf form (see its GELU class).
+- Padding: stem and downsample convs have no padding here; PyTorch floors odd sizes. Keras uses
+  padding="valid", which floors the same way ("same" would pad and diverge).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Zero whole samples of a residual branch (stochastic depth), rescaling the survivors."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one draw per sample: (N, 1, 1, 1)
+    random_tensor = torch.floor(keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device))
+    return x / keep_prob * random_tensor
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the residual branch of a whole sample during training.
+
+    Args:
+        drop_prob (float): Probability of dropping the branch. Default: 0.0
+    """
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the channel dimension, for channels-last or channels-first tensors.
+
+    Args:
+        normalized_shape (int): Number of channels C.
+        eps (float): Added to the variance. ConvNeXt uses 1e-6 everywhere. Default: 1e-6
+        data_format (str): "channels_last" for (N, H, W, C), "channels_first" for (N, C, H, W).
+    """
+
+    def __init__(
+        self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last"
+    ):
+        super().__init__()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be channels_last or channels_first: {data_format}")
+        self.weight = nn.Parameter(torch.ones(normalized_shape))
+        self.bias = nn.Parameter(torch.zeros(normalized_shape))
+        self.eps = eps
+        self.data_format = data_format
+        self.normalized_shape = (normalized_shape,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.data_format == "channels_last":
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        # channels_first: (N, C, H, W), normalise over dim 1 with the biased variance
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class Block(nn.Module):
+    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4C -> GELU -> Linear C ->
+    layer scale -> drop path -> residual.
+
+    Args:
+        dim (int): Number of channels C.
+        drop_path (float): Stochastic depth rate of this block. Default: 0.0
+        layer_scale_init_value (float): Initial value of the layer scale `gamma`; 0 means no
+            layer scale. Default: 1e-6
+    """
+
+    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)  # depthwise
+        self.norm = LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)  # pointwise 1x1 convs, as Linear on channels-last
+        self.act = nn.GELU()  # exact erf form (the default)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = (
+            nn.Parameter(layer_scale_init_value * torch.ones(dim))
+            if layer_scale_init_value > 0
+            else None
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.dwconv(x)
+        x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = self.norm(x)
+        x = self.pwconv1(x)
+        x = self.act(x)
+        x = self.pwconv2(x)
+        if self.gamma is not None:
+            x = self.gamma * x
+        x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        return shortcut + self.drop_path(x)
+
+
+class ConvNeXt(nn.Module):
+    """ConvNeXt: a 4x4 patch stem, four stages of blocks with 2x2 downsampling between them,
+    global average pooling, LayerNorm and a linear classifier.
+
+    Args:
+        in_chans (int): Number of input image channels. Default: 3
+        num_classes (int): Number of classes of the classifier head. Default: 1000
+        depths (tuple[int, ...]): Number of blocks in each stage. Default: (3, 3, 9, 3)
+        dims (tuple[int, ...]): Channels of each stage. Default: (96, 192, 384, 768)
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
+            0 at the first block. Default: 0.0
+        layer_scale_init_value (float): Initial layer scale of every block; 0 disables it.
+            Default: 1e-6
+        head_init_scale (float): Factor applied to the initial head weights and bias. Default: 1.0
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths: tuple[int, ...] = (3, 3, 9, 3),
+        dims: tuple[int, ...] = (96, 192, 384, 768),
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        head_init_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.downsample_layers = nn.ModuleList()  # the stem, then 3 downsampling layers
+        stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),  # no padding: floors
+            LayerNorm(dims[0], eps=1e-6, data_format="channels_first"),
+        )
+        self.downsample_layers.append(stem)
+        for i in range(3):
+            downsample_layer = nn.Sequential(
+                LayerNorm(dims[i], eps=1e-6, data_format="channels_first"),
+                nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2),  # no padding: floors
+            )
+            self.downsample_layers.append(downsample_layer)
+
+        self.stages = nn.ModuleList()  # 4 stages of residual blocks
+        n_blocks = sum(depths)  # drop path rate rises linearly from 0 to drop_path_rate
+        dp_rates = [drop_path_rate * k / max(n_blocks - 1, 1) for k in range(n_blocks)]
+        cur = 0
+        for i in range(4):
+            stage = nn.Sequential(
+                *[
+                    Block(dims[i], dp_rates[cur + j], layer_scale_init_value)
+                    for j in range(depths[i])
+                ]
+            )
+            self.stages.append(stage)
+            cur += depths[i]
+
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)  # after pooling; torch's default eps is 1e-5
+        self.head = nn.Linear(dims[-1], num_classes)
+
+        self.apply(self._init_weights)
+        self.head.weight.data.mul_(head_init_scale)
+        self.head.bias.data.mul_(head_init_scale)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            # std 0.02 as in the official code; truncated at +-2 (absolute, i.e. 100 std)
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of each of the four stages, (N, C_i, H_i, W_i): for detection backbones
+        and for locating where two implementations stop agreeing."""
+        outputs = []
+        for i in range(4):
+            x = self.downsample_layers[i](x)
+            x = self.stages[i](x)
+            outputs.append(x)
+        return outputs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stages(x)[-1]
+        return self.norm(x.mean([-2, -1]))  # global average pool: (N, C, H, W) -> (N, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        return self.head(x)
+
+
+# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), which the official
+# ConvNeXt-V2 repository uses too. Parameter counts are for 1000 classes and 3 input channels.
+# name                depths           dims                         parameters
+VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "convnext_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
+    "convnext_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
+    "convnext_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
+    "convnext_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
+    "convnext_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
+    "convnext_small":  ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
+    "convnext_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
+    "convnext_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
+    "convnext_xlarge": ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
+}  # fmt: skip
+
+
+def create_model(name: str, **overrides) -> ConvNeXt:
+    """Build a variant by name; `overrides` are ConvNeXt arguments (num_classes, in_chans,
+    drop_path_rate, layer_scale_init_value, head_init_scale)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    depths, dims = VARIANTS[name]
+    return ConvNeXt(depths=depths, dims=dims, **overrides)
