@@ -90,6 +90,9 @@ def read_checkpoint(path: Path) -> object:
         if "zip archive" in text or isinstance(e, EOFError):
             raise ConversionError(f"{path}: truncated or corrupt checkpoint ({text})") from None
         raise ConversionError(f"{path}: not a PyTorch checkpoint ({text})") from None
+    except Exception as e:  # garbage makes the unpickler fail in arbitrary ways
+        reason = f"{type(e).__name__}: {first_sentence(e)}"
+        raise ConversionError(f"{path}: not a PyTorch checkpoint ({reason})") from None
 
 
 def unwrap(obj: object, where: str) -> tuple[Mapping, str | None]:
@@ -101,10 +104,11 @@ def unwrap(obj: object, where: str) -> tuple[Mapping, str | None]:
             return obj[key], key
     not_tensors = [k for k, v in obj.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
     if not_tensors:
+        names = ", ".join(map(str, not_tensors[:5]))
+        verb = "is not a tensor" if len(not_tensors) == 1 else "are not tensors"
+        wrappers = " or ".join(repr(k) for k in WRAPPER_KEYS)
         raise ConversionError(
-            f"{where}: not a state_dict: {', '.join(map(str, not_tensors[:5]))} "
-            f"{'is' if len(not_tensors) == 1 else 'are'} not tensors, and no "
-            f"{' or '.join(repr(k) for k in WRAPPER_KEYS)} entry holds one"
+            f"{where}: not a state_dict: {names} {verb}, and no {wrappers} entry holds one"
         )
     return obj, None
 

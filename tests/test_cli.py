@@ -1,0 +1,200 @@
+"""The `convnext` command line: conversions that work, and one clear line for each bad input,
+with a non-zero exit and nothing left behind."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+import convnext_tf
+from converters.cli import main
+from tests.helpers import keras_outputs, random_torch_model, torch_outputs
+
+VARIANT = "convnext_atto"
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    return random_torch_model(VARIANT, seed=11, num_classes=10)
+
+
+@pytest.fixture
+def checkpoint(tmp_path, torch_model):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": torch_model.state_dict(), "epoch": 1}, path)
+    return path
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("convnext: error: ")
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
+
+
+def same_outputs(torch_model, keras_model) -> None:
+    x = np.random.default_rng(0).standard_normal((2, 3, 61, 127)).astype(np.float32)
+    expected = torch_outputs(torch_model, x)["logits"]
+    found = keras_outputs(keras_model, x)["logits"]
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_convert_to_weights_file_infers_variant(capsys, tmp_path, checkpoint, torch_model):
+    dst = tmp_path / "out.weights.h5"
+    code, _, err = run(capsys, "convert", checkpoint, dst)
+    assert code == 0, err
+    assert "inferred convnext_atto: num_classes=10, in_chans=3" in err
+    assert "128 tensors" in err
+    keras_model = convnext_tf.create_model(VARIANT, num_classes=10)
+    keras_model.load_weights(dst)
+    same_outputs(torch_model, keras_model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth", "out.weights.h5"]
+
+
+def test_convert_to_keras_file_with_explicit_variant(capsys, tmp_path, checkpoint, torch_model):
+    dst = tmp_path / "out.keras"
+    code, _, err = run(
+        capsys, "convert", checkpoint, dst, "--variant", VARIANT, "--num-classes", 10
+    )
+    assert code == 0, err
+    same_outputs(torch_model, keras.models.load_model(dst))
+
+
+def test_existing_destination_needs_force(capsys, tmp_path, checkpoint):
+    dst = tmp_path / "out.weights.h5"
+    dst.write_text("keep me")
+    code, _, err = run(capsys, "convert", checkpoint, dst)
+    assert_one_line_error(code, err, "exists; pass --force")
+    assert dst.read_text() == "keep me"
+    code, _, err = run(capsys, "convert", checkpoint, dst, "--force")
+    assert code == 0, err
+    assert dst.stat().st_size > 1000
+
+
+def corrupt(tmp_path, checkpoint, kind) -> Path:
+    path = tmp_path / f"{kind}.pth"
+    if kind == "text":
+        path.write_text("this is not a checkpoint\n")
+    elif kind == "truncated":
+        path.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, fragments",
+    [
+        ("missing", ["missing.pth: no such file"]),
+        ("text", ["text.pth: not a PyTorch checkpoint"]),
+        ("truncated", ["truncated.pth: truncated or corrupt checkpoint"]),
+        ("empty", ["empty.pth: truncated or corrupt checkpoint"]),
+        ("tensor", ["tensor.pth: holds a Tensor, not a state_dict"]),
+    ],
+)
+def test_bad_source_file(capsys, tmp_path, checkpoint, kind, fragments):
+    src = tmp_path / "missing.pth" if kind == "missing" else corrupt(tmp_path, checkpoint, kind)
+    before = set(tmp_path.iterdir())
+    code, _, err = run(capsys, "convert", src, tmp_path / "out.keras")
+    assert_one_line_error(code, err, *fragments)
+    assert set(tmp_path.iterdir()) == before  # nothing written, no temporary left
+
+
+def test_wrong_variant_names_the_mismatch(capsys, tmp_path, checkpoint):
+    code, _, err = run(
+        capsys, "convert", checkpoint, tmp_path / "o.keras", "--variant", "convnext_femto"
+    )
+    assert_one_line_error(
+        code,
+        err,
+        "shape mismatch",
+        "downsample_layers.0.0.weight: expected (48, 3, 4, 4), found (40, 3, 4, 4)",
+    )
+    assert not (tmp_path / "o.keras").exists()
+
+
+def test_wrong_num_classes_names_the_head(capsys, tmp_path, checkpoint):
+    code, _, err = run(capsys, "convert", checkpoint, tmp_path / "o.keras", "--num-classes", 1000)
+    assert_one_line_error(code, err, "head.weight: expected (1000, 320), found (10, 320)")
+
+
+def test_missing_and_extra_keys_are_named(capsys, tmp_path, torch_model):
+    state = dict(torch_model.state_dict())
+    del state["stages.3.1.pwconv2.bias"]
+    state["stages.3.1.extra"] = torch.zeros(2)
+    torch.save(state, tmp_path / "odd.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "odd.pth", tmp_path / "o.weights.h5")
+    assert_one_line_error(
+        code, err, "1 missing (stages.3.1.pwconv2.bias)", "1 unexpected (stages.3.1.extra)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.pth"]
+
+
+def test_unknown_layout_and_unknown_variant(capsys, tmp_path):
+    torch.save({"conv1.weight": torch.zeros(2, 3, 3, 3)}, tmp_path / "resnet.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "resnet.pth", tmp_path / "o.keras")
+    assert_one_line_error(code, err, "not an official-layout ConvNeXt state_dict")
+    code, _, err = run(
+        capsys,
+        "convert",
+        tmp_path / "resnet.pth",
+        tmp_path / "o.keras",
+        "--variant",
+        "convnext_huge",
+    )
+    assert_one_line_error(code, err, "unknown variant 'convnext_huge'")
+
+
+def test_bad_destination(capsys, tmp_path, checkpoint):
+    code, _, err = run(capsys, "convert", checkpoint, tmp_path / "out.h5")
+    assert_one_line_error(code, err, "output must end in .weights.h5 or .keras")
+    code, _, err = run(capsys, "convert", checkpoint, tmp_path / "nowhere" / "out.keras")
+    assert_one_line_error(code, err, "no such directory")
+
+
+def test_malicious_checkpoint_is_refused(capsys, tmp_path):
+    from tests.test_conversion import Exploit
+
+    torch.save({"model": {}, "payload": Exploit()}, tmp_path / "evil.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "evil.pth", tmp_path / "o.keras")
+    assert_one_line_error(code, err, "refused", "nothing in the file is executed")
+    assert not Path("EXPLOITED").exists() and not (tmp_path / "EXPLOITED").exists()
+
+
+def test_variants_lists_parameter_counts(capsys):
+    code, out, _ = run(capsys, "variants")
+    assert code == 0
+    assert "convnext_tiny" in out and "28,589,128" in out and "350,196,968" in out
+
+
+def test_console_script_runs_as_its_own_process(tmp_path, checkpoint):
+    script = Path(sys.executable).parent / "convnext"
+    assert script.exists(), "the `convnext` console script is installed with the package"
+    ok = subprocess.run(
+        [script, "convert", checkpoint, tmp_path / "o.keras"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(
+        [script, "convert", tmp_path / "none.pth", tmp_path / "p.keras"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert (
+        bad.stderr.strip().splitlines()[-1]
+        == f"convnext: error: {tmp_path / 'none.pth'}: no such file"
+    )
+    assert "oneDNN" not in bad.stderr  # TensorFlow's start-up notices do not bury the error

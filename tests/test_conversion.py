@@ -1,0 +1,223 @@
+"""The converter: exact transposes, strict accounting, safe loading, bit-exact round trip."""
+
+import argparse
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import convnext_tf
+import convnext_torch
+from converters import (
+    ConversionError,
+    infer_config,
+    keras_to_torch,
+    keras_variables,
+    load_state_dict,
+    mapping,
+    torch_to_keras,
+)
+from tests.helpers import random_torch_model
+
+VARIANT = "convnext_atto"
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    return random_torch_model(VARIANT, seed=7, num_classes=11)
+
+
+@pytest.fixture
+def keras_model():
+    return convnext_tf.create_model(VARIANT, num_classes=11)
+
+
+# --- the mapping, element by element -------------------------------------------------------
+
+
+def test_conv_kernel_element_lands_where_keras_reads_it():
+    w = np.arange(5 * 3 * 4 * 2, dtype=np.float32).reshape(5, 3, 4, 2)  # (out, in, kh, kw)
+    k = mapping.to_keras("downsample_layers.0.0.weight", w)
+    assert k.shape == (4, 2, 3, 5)  # (kh, kw, in, out)
+    assert k[3, 1, 2, 4] == w[4, 2, 3, 1]
+
+
+def test_depthwise_kernel_element_lands_where_keras_reads_it():
+    w = np.arange(6 * 1 * 7 * 7, dtype=np.float32).reshape(6, 1, 7, 7)  # (C, 1, kh, kw)
+    k = mapping.to_keras("stages.0.0.dwconv.weight", w)
+    assert k.shape == (7, 7, 6, 1)  # (kh, kw, C, 1)
+    assert k[1, 5, 4, 0] == w[4, 0, 1, 5]
+
+
+def test_dense_kernel_is_transposed():
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)  # (out, in)
+    assert mapping.to_keras("head.weight", w)[2, 1] == w[1, 2]
+
+
+@pytest.mark.parametrize(
+    "keras_path, key",
+    [
+        ("stages.2/5/pwconv1/kernel", "stages.2.5.pwconv1.weight"),
+        ("stages.0/0/dwconv/kernel", "stages.0.0.dwconv.weight"),
+        ("stages.3/1/gamma", "stages.3.1.gamma"),
+        ("downsample_layers.0/1/weight", "downsample_layers.0.1.weight"),
+        ("downsample_layers.2/1/bias", "downsample_layers.2.1.bias"),
+        ("norm/weight", "norm.weight"),
+        ("head/kernel", "head.weight"),
+    ],
+)
+def test_name_rule(keras_path, key):
+    assert mapping.torch_key(keras_path) == key
+
+
+def test_every_tensor_has_the_layout_its_rank_needs(torch_model):
+    for key, value in torch_model.state_dict().items():
+        kind = mapping.layout(key)
+        assert len(mapping.TRANSPOSES[kind]) == value.ndim, (key, kind)
+    assert mapping.layout("stages.1.2.dwconv.weight") == "depthwise"
+    assert mapping.layout("downsample_layers.2.1.weight") == "conv"
+    assert mapping.layout("downsample_layers.2.0.weight") == "vector"  # its LayerNorm
+
+
+def test_wrong_rank_is_refused():
+    with pytest.raises(ValueError, match="head.weight: expected 2 axes"):
+        mapping.to_keras("head.weight", np.zeros((3, 4, 1, 1)))
+
+
+# --- whole models --------------------------------------------------------------------------
+
+
+def test_round_trip_is_bit_exact(torch_model, keras_model):
+    report = torch_to_keras(torch_model.state_dict(), keras_model)
+    back = keras_to_torch(keras_model)
+    original = torch_model.state_dict()
+    assert list(back) == list(original)  # same keys, in the official order
+    for key, value in original.items():
+        assert back[key].dtype == value.dtype
+        assert torch.equal(back[key], value), key
+    assert report.tensors == len(original)
+    assert report.parameters == sum(v.numel() for v in original.values())
+
+
+def test_keras_to_torch_loads_strictly_into_the_torch_model(torch_model, keras_model):
+    torch_to_keras(torch_model.state_dict(), keras_model)
+    fresh = convnext_torch.create_model(VARIANT, num_classes=11)
+    fresh.load_state_dict(keras_to_torch(keras_model), strict=True)
+    for (name, a), b in zip(
+        torch_model.state_dict().items(), fresh.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("wrapper", [None, "model", "state_dict"])
+def test_wrapped_checkpoint_files_load(tmp_path, torch_model, keras_model, wrapper):
+    state = torch_model.state_dict()
+    obj = state if wrapper is None else {wrapper: state, "epoch": 300, "optimizer": {}}
+    torch.save(obj, tmp_path / "ckpt.pth")
+    torch_to_keras(tmp_path / "ckpt.pth", keras_model)
+    np.testing.assert_array_equal(
+        keras_variables(keras_model)["head.weight"].numpy(), state["head.weight"].numpy().T
+    )
+
+
+def test_official_training_checkpoint_with_args_namespace_loads(tmp_path, torch_model):
+    args = argparse.Namespace(model="convnext_atto", lr=4e-3)
+    torch.save({"model": torch_model.state_dict(), "args": args, "epoch": 1}, tmp_path / "c.pth")
+    state = load_state_dict(tmp_path / "c.pth")
+    assert state.wrapper == "model" and len(state.tensors) == len(torch_model.state_dict())
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch EXPLOITED",))
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": {"head.weight": torch.zeros(2, 2)}, "x": Exploit()}, "evil.pth")
+    with pytest.raises(ConversionError, match="refused: loading it would call .*system"):
+        load_state_dict("evil.pth")
+    with open("plain.pkl", "wb") as f:
+        pickle.dump(Exploit(), f)
+    with pytest.raises(ConversionError, match="not a PyTorch checkpoint"):
+        load_state_dict("plain.pkl")
+    assert not (tmp_path / "EXPLOITED").exists()
+
+
+def test_missing_unexpected_and_mismatched_are_all_named(torch_model, keras_model):
+    state = dict(torch_model.state_dict())
+    del state["stages.1.0.gamma"]
+    state["stages.9.0.gamma"] = torch.zeros(3)
+    state["head.bias"] = torch.zeros(12)
+    before = {k: v.numpy().copy() for k, v in keras_variables(keras_model).items()}
+    with pytest.raises(ConversionError) as error:
+        torch_to_keras(state, keras_model)
+    e = error.value
+    assert e.missing == ["stages.1.0.gamma"]
+    assert e.unexpected == ["stages.9.0.gamma"]
+    assert e.mismatched == ["head.bias: expected (11,), found (12,)"]
+    message = str(e)
+    assert "\n" not in message
+    for part in ("1 missing (stages.1.0.gamma)", "1 unexpected (stages.9.0.gamma)", "head.bias"):
+        assert part in message
+    after = {k: v.numpy() for k, v in keras_variables(keras_model).items()}
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing half-assigned
+
+
+def test_transposed_shape_is_a_mismatch_not_a_silent_reshape(torch_model, keras_model):
+    state = dict(torch_model.state_dict())
+    state["stages.0.0.pwconv1.weight"] = state["stages.0.0.pwconv1.weight"].T.contiguous()
+    with pytest.raises(ConversionError, match=r"pwconv1.weight: expected \(160, 40\), found"):
+        torch_to_keras(state, keras_model)
+
+
+def test_half_precision_is_widened_exactly(torch_model):
+    for dtype in (torch.float16, torch.bfloat16):
+        state = {k: v.to(dtype) for k, v in torch_model.state_dict().items()}
+        keras_model = convnext_tf.create_model(VARIANT, num_classes=11)
+        report = torch_to_keras(state, keras_model)
+        assert report.source_dtypes == (str(dtype).removeprefix("torch."),)
+        back = keras_to_torch(keras_model)
+        assert all(torch.equal(back[k].to(dtype), v) for k, v in state.items())
+
+
+def test_non_float_and_non_tensor_entries_are_refused(torch_model):
+    with pytest.raises(ConversionError, match="head.bias has dtype torch.int64"):
+        load_state_dict({**torch_model.state_dict(), "head.bias": torch.zeros(3, dtype=torch.long)})
+    with pytest.raises(ConversionError, match="not a state_dict: epoch is not"):
+        load_state_dict({**torch_model.state_dict(), "epoch": 3})
+    with pytest.raises(ConversionError, match="holds a list"):
+        load_state_dict([1, 2])
+
+
+def test_infer_config_reads_the_shapes(torch_model):
+    config = infer_config(load_state_dict(torch_model.state_dict()))
+    assert config.variant(convnext_torch.VARIANTS) == VARIANT
+    assert (config.num_classes, config.in_chans, config.layer_scale) == (11, 3, True)
+
+
+def test_model_without_layer_scale_converts():
+    torch_model = random_torch_model(VARIANT, seed=8, layer_scale_init_value=0.0)
+    assert not any(k.endswith("gamma") for k in torch_model.state_dict())
+    config = infer_config(load_state_dict(torch_model.state_dict()))
+    keras_model = convnext_tf.create_model(VARIANT, **config.overrides())
+    torch_to_keras(torch_model.state_dict(), keras_model)
+    back = keras_to_torch(keras_model)
+    assert all(torch.equal(back[k], v) for k, v in torch_model.state_dict().items())
+
+
+def test_drop_path_random_state_is_not_a_weight():
+    keras_model = convnext_tf.create_model(VARIANT, drop_path_rate=0.2)
+    torch_model = convnext_torch.create_model(VARIANT, drop_path_rate=0.2)
+    assert set(keras_variables(keras_model)) == set(torch_model.state_dict())
+    torch_to_keras(torch_model.state_dict(), keras_model)
+
+
+def test_float64_checkpoint_into_float64_model_is_exact(torch_model):
+    state = {k: v.double() for k, v in torch_model.state_dict().items()}
+    keras_model = convnext_tf.create_model(VARIANT, num_classes=11, dtype="float64")
+    torch_to_keras(state, keras_model)
+    back = keras_to_torch(keras_model)
+    assert all(back[k].dtype == torch.float64 and torch.equal(back[k], v) for k, v in state.items())

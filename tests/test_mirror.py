@@ -1,0 +1,101 @@
+"""The two model files mirror each other: same variant table, same classes and methods in the
+same order, same attribute names, and for every variant the same tensors under the same names.
+"""
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+
+import convnext_tf
+import convnext_torch
+from converters import keras_variables, mapping
+from tests.helpers import default_keras_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_FILE = ROOT / "convnext_torch" / "model.py"
+KERAS_FILE = ROOT / "convnext_tf" / "model.py"
+
+KERAS_ONLY_CLASSES = {"GELU"}  # TF's exact GELU is float32-accurate only; see its docstring
+KERAS_ONLY_METHODS = {"build", "get_config"}  # Keras creates weights lazily and serialises
+METHOD_TWINS = {"forward": "call"}
+
+
+def classes(path: Path) -> dict[str, list[str]]:
+    """Class name -> method names, in file order."""
+    tree = ast.parse(path.read_text())
+    return {
+        node.name: [n.name for n in node.body if isinstance(n, ast.FunctionDef)]
+        for node in tree.body
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def test_same_variant_table():
+    assert convnext_torch.VARIANTS == convnext_tf.VARIANTS
+
+
+def test_same_classes_in_the_same_order():
+    torch_classes = list(classes(TORCH_FILE))
+    keras_classes = [c for c in classes(KERAS_FILE) if c not in KERAS_ONLY_CLASSES]
+    assert torch_classes == keras_classes == ["DropPath", "LayerNorm", "Block", "ConvNeXt"]
+
+
+def test_same_methods_in_the_same_order():
+    keras_methods = classes(KERAS_FILE)
+    for name, methods in classes(TORCH_FILE).items():
+        expected = [METHOD_TWINS.get(m, m) for m in methods if m != "_init_weights"]
+        found = [m for m in keras_methods[name] if m not in KERAS_ONLY_METHODS]
+        assert found == expected, name
+
+
+@pytest.mark.parametrize("name", ["DropPath", "Block", "ConvNeXt"])
+def test_same_docstrings(name):
+    assert inspect.getdoc(getattr(convnext_torch, name)) == inspect.getdoc(
+        getattr(convnext_tf, name)
+    )
+
+
+def test_block_attributes_in_the_same_order():
+    torch_block = convnext_torch.Block(8)
+    keras_block = convnext_tf.Block(8)
+    torch_names = [name for name, _ in torch_block.named_children()]
+    keras_names = [layer.name for layer in keras_block._flatten_layers(include_self=False)]
+    assert (
+        torch_names == keras_names == ["dwconv", "norm", "pwconv1", "act", "pwconv2", "drop_path"]
+    )
+
+
+def test_model_attributes_in_the_same_order():
+    torch_model = convnext_torch.create_model("convnext_atto")
+    keras_model = default_keras_model("convnext_atto")
+    torch_names = [name for name, _ in torch_model.named_children()]
+    keras_names = [
+        layer.name.split(".")[0]  # Keras names carry the list index: "stages.2"
+        for layer in keras_model._flatten_layers(include_self=False, recursive=False)
+    ]
+    assert (
+        list(dict.fromkeys(keras_names))
+        == torch_names
+        == [
+            "downsample_layers",
+            "stages",
+            "norm",
+            "head",
+        ]
+    )
+
+
+@pytest.mark.parametrize("variant", list(convnext_torch.VARIANTS))
+def test_same_tensors_under_the_same_names(variant):
+    with torch.device("meta"):
+        torch_model = convnext_torch.create_model(variant)
+    torch_shapes = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
+    keras_shapes = {
+        key: mapping.torch_shape(key, tuple(variable.shape))
+        for key, variable in keras_variables(default_keras_model(variant)).items()
+    }
+    assert list(keras_shapes) == list(torch_shapes)  # same names, same order
+    assert keras_shapes == torch_shapes
