@@ -51,6 +51,7 @@ class StateDict:
     source: str  # the file, or "state_dict" for an in-memory mapping
     wrapper: str | None  # "model" or "state_dict" when the weights were wrapped, else None
     dtypes: tuple[str, ...]  # the dtypes stored in the file, before any conversion
+    nonfinite: tuple[str, ...] = ()  # tensors holding NaN or Inf: converted as they are
 
 
 def load_state_dict(source: str | Path | Mapping) -> StateDict:
@@ -59,9 +60,13 @@ def load_state_dict(source: str | Path | Mapping) -> StateDict:
     where = str(source) if isinstance(source, (str, Path)) else "state_dict"
     obj = read_checkpoint(Path(source)) if isinstance(source, (str, Path)) else source
     state, wrapper = unwrap(obj, where)
+    bad_keys = [k for k in state if not isinstance(k, str)]
+    if bad_keys:
+        raise ConversionError(f"{where}: not a state_dict: key {bad_keys[0]!r} is not a string")
     tensors = {key: to_numpy(value, where, key) for key, value in state.items()}
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
-    return StateDict(tensors, where, wrapper, tuple(dtypes))
+    nonfinite = tuple(k for k, v in tensors.items() if not np.isfinite(v).all())
+    return StateDict(tensors, where, wrapper, tuple(dtypes), nonfinite)
 
 
 def read_checkpoint(path: Path) -> object:
@@ -100,7 +105,7 @@ def unwrap(obj: object, where: str) -> tuple[Mapping, str | None]:
     if not isinstance(obj, Mapping):
         raise ConversionError(f"{where}: holds a {type(obj).__name__}, not a state_dict")
     for key in WRAPPER_KEYS:
-        if isinstance(obj.get(key), Mapping):
+        if isinstance(obj.get(key), Mapping) and obj[key]:
             return obj[key], key
     not_tensors = [k for k, v in obj.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
     if not_tensors:
@@ -113,15 +118,23 @@ def unwrap(obj: object, where: str) -> tuple[Mapping, str | None]:
     return obj, None
 
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def to_numpy(value: object, where: str, key: str) -> np.ndarray:
-    """A tensor as a numpy array. float16/bfloat16 become float32 (exactly: every half value
-    is a float32 value); integer tensors are refused, ConvNeXt has none."""
+    """A dense float tensor as a numpy array. float16/bfloat16 become float32 (exactly: every
+    half value is a float32 value); anything else is refused, ConvNeXt has nothing else."""
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
+        if value.dtype not in (np.float16, np.float32, np.float64):
+            raise ConversionError(f"{where}: {key} has dtype {value.dtype}, expected a float")
+        return np.ascontiguousarray(value, dtype=np.float32 if value.itemsize == 2 else None)
     if not isinstance(value, torch.Tensor):
         raise ConversionError(f"{where}: {key} is a {type(value).__name__}, not a tensor")
-    if not value.is_floating_point():
-        raise ConversionError(f"{where}: {key} has dtype {value.dtype}, expected floating point")
+    if value.layout != torch.strided:
+        raise ConversionError(f"{where}: {key} is a {value.layout} tensor, expected a dense one")
+    if value.dtype not in FLOAT_DTYPES:
+        names = "/".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
+        raise ConversionError(f"{where}: {key} has dtype {value.dtype}, expected {names}")
     if value.dtype in (torch.float16, torch.bfloat16):
         value = value.float()
     return value.detach().cpu().numpy()

@@ -59,7 +59,7 @@ def torch_to_keras(
     ConvNeXt. Nothing is assigned unless every tensor and every variable match."""
     state = source if isinstance(source, StateDict) else load_state_dict(source)
     targets = keras_variables(keras_model)
-    check_match(state, targets)
+    check_match(state, {k: mapping.torch_shape(k, tuple(v.shape)) for k, v in targets.items()})
     for done, (key, variable) in enumerate(targets.items(), start=1):
         value = mapping.to_keras(key, state.tensors[key])
         variable.assign(value.astype(variable.dtype))  # float16/bf16 already widened: exact
@@ -83,18 +83,27 @@ def keras_to_torch(keras_model: keras.Model) -> dict[str, torch.Tensor]:
     }
 
 
-def check_match(state: StateDict, targets: Mapping[str, keras.Variable]) -> None:
-    """Raise ConversionError unless the checkpoint and the model have the same names and each
-    tensor has the shape its variable needs."""
-    missing = [key for key in targets if key not in state.tensors]
-    unexpected = [key for key in state.tensors if key not in targets]
-    mismatched = []
-    for key, variable in targets.items():
-        if key in state.tensors:
-            expected = mapping.torch_shape(key, tuple(variable.shape))
-            found = tuple(state.tensors[key].shape)
-            if found != expected:
-                mismatched.append(f"{key}: expected {expected}, found {found}")
+def load_torch_model(
+    source: str | Path | Mapping | StateDict, torch_model: torch.nn.Module
+) -> None:
+    """Load a checkpoint into a PyTorch ConvNeXt with the same strict accounting (and one-line
+    errors) as torch_to_keras; PyTorch's own strict load reports over many lines."""
+    state = source if isinstance(source, StateDict) else load_state_dict(source)
+    expected = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
+    check_match(state, expected)
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in state.tensors.items()})
+
+
+def check_match(state: StateDict, expected: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise ConversionError unless the checkpoint has exactly the names of `expected` (name ->
+    shape in PyTorch's layout), each with that shape."""
+    missing = [key for key in expected if key not in state.tensors]
+    unexpected = [key for key in state.tensors if key not in expected]
+    mismatched = [
+        f"{key}: expected {shape}, found {tuple(state.tensors[key].shape)}"
+        for key, shape in expected.items()
+        if key in state.tensors and tuple(state.tensors[key].shape) != tuple(shape)
+    ]
     if missing or unexpected or mismatched:
         parts = [
             summarise(what, items)
@@ -156,19 +165,19 @@ def infer_config(state: StateDict) -> InferredConfig:
             f"{state.source}: not an official-layout ConvNeXt state_dict: no {stem} "
             f"(found {sample})"
         )
-    dims = [tensors[stem].shape[0]]
-    for i in range(1, 4):
-        key = f"downsample_layers.{i}.1.weight"
+    convs = [stem] + [f"downsample_layers.{i}.1.weight" for i in range(1, 4)]
+    for key, rank in [*((c, 4) for c in convs), ("head.weight", 2)]:
         if key not in tensors:
             raise ConversionError(f"{state.source}: missing {key}")
-        dims.append(tensors[key].shape[0])
+        if tensors[key].ndim != rank:
+            shape = tuple(tensors[key].shape)
+            raise ConversionError(f"{state.source}: {key} has shape {shape}, expected {rank} axes")
+    dims = [tensors[key].shape[0] for key in convs]
     blocks = [set() for _ in range(4)]
     for key in tensors:
         match = re.match(r"stages\.(\d)\.(\d+)\.", key)
         if match and int(match.group(1)) < 4:
             blocks[int(match.group(1))].add(int(match.group(2)))
-    if "head.weight" not in tensors:
-        raise ConversionError(f"{state.source}: no head.weight (a backbone without classifier?)")
     return InferredConfig(
         depths=tuple(max(b) + 1 if b else 0 for b in blocks),  # gaps show up as missing
         dims=tuple(int(d) for d in dims),

@@ -198,3 +198,70 @@ def test_console_script_runs_as_its_own_process(tmp_path, checkpoint):
         == f"convnext: error: {tmp_path / 'none.pth'}: no such file"
     )
     assert "oneDNN" not in bad.stderr  # TensorFlow's start-up notices do not bury the error
+
+
+def test_compare_says_same_for_a_faithful_conversion(capsys, tmp_path, checkpoint):
+    assert run(capsys, "convert", checkpoint, tmp_path / "m.keras")[0] == 0
+    code, out, err = run(capsys, "compare", checkpoint, tmp_path / "m.keras", "--size", 61, 127)
+    assert code == 0, err
+    assert "stage 4" in out and "top-1 agreement: 4/4" in out
+    assert out.strip().splitlines()[-1].startswith("SAME")
+
+
+def test_compare_names_the_stage_where_a_deployment_diverges(capsys, tmp_path, checkpoint):
+    from converters import keras_variables
+
+    assert run(capsys, "convert", checkpoint, tmp_path / "m.weights.h5")[0] == 0
+    deployed = convnext_tf.create_model(VARIANT, num_classes=10)
+    deployed.load_weights(tmp_path / "m.weights.h5")
+    kernel = keras_variables(deployed)["stages.2.1.dwconv.weight"]
+    kernel.assign(kernel.numpy().swapaxes(0, 1))  # a kh/kw slip in stage 3
+    deployed.save_weights(tmp_path / "deployed.weights.h5")
+    code, out, _ = run(capsys, "compare", checkpoint, tmp_path / "deployed.weights.h5")
+    assert code == 1
+    assert "DIFFERENT: stage 3 is the first output" in out
+
+
+def test_compare_bad_keras_file_is_one_line(capsys, tmp_path, checkpoint):
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    code, _, err = run(capsys, "compare", checkpoint, tmp_path / "broken.keras")
+    assert_one_line_error(code, err, "broken.keras: cannot load")
+    code, _, err = run(capsys, "compare", checkpoint, tmp_path / "absent.weights.h5")
+    assert_one_line_error(code, err, "absent.weights.h5: no such file")
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda s: {**s, 5: torch.zeros(1)}, "key 5 is not a string"),
+        (lambda s: {**s, "head.weight": torch.zeros(3)}, "head.weight has shape (3,), expected 2"),
+        (
+            lambda s: {**s, "downsample_layers.0.0.weight": torch.zeros(40)},
+            "downsample_layers.0.0.weight has shape (40,), expected 4",
+        ),
+        (
+            lambda s: {**s, "head.bias": torch.zeros(10).to_sparse()},
+            "head.bias is a torch.sparse_coo",
+        ),
+        (
+            lambda s: {**s, "head.bias": torch.zeros(10).to(torch.float8_e4m3fn)},
+            "head.bias has dtype torch.float8_e4m3fn, expected float16/bfloat16/float32/float64",
+        ),
+        (lambda s: {**s, "head.bias": torch.zeros(10, dtype=torch.int64)}, "dtype torch.int64"),
+    ],
+)
+def test_odd_tensors_and_keys_are_one_line_errors(capsys, tmp_path, torch_model, change, fragment):
+    torch.save(change(dict(torch_model.state_dict())), tmp_path / "odd.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "odd.pth", tmp_path / "o.keras")
+    assert_one_line_error(code, err, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.pth"]
+
+
+def test_nan_weights_are_converted_with_a_warning(capsys, tmp_path, torch_model):
+    state = dict(torch_model.state_dict())
+    state["stages.0.0.gamma"] = state["stages.0.0.gamma"].clone()
+    state["stages.0.0.gamma"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "nan.pth", tmp_path / "o.keras")
+    assert code == 0
+    assert "warning: 1 tensor with NaN or Inf (stages.0.0.gamma)" in err
