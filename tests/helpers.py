@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
@@ -88,10 +86,3 @@ def converted_keras_model(torch_model: torch.nn.Module, variant: str, dtype: str
     keras_model = convnext_tf.create_model(variant, dtype=dtype, **overrides)
     torch_to_keras(torch_model.state_dict(), keras_model)
     return keras_model
-
-
-@functools.cache
-def default_keras_model(variant: str):
-    """A freshly initialised Keras model per variant, built once per session: only for tests
-    that read it (counts, structure), never for ones that assign weights."""
-    return convnext_tf.create_model(variant)

@@ -12,7 +12,7 @@ import torch
 import convnext_tf
 import convnext_torch
 from converters import keras_variables, mapping
-from tests.helpers import default_keras_model
+from tests.test_torch_model import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_FILE = ROOT / "convnext_torch" / "model.py"
@@ -70,7 +70,7 @@ def test_block_attributes_in_the_same_order():
 
 def test_model_attributes_in_the_same_order():
     torch_model = convnext_torch.create_model("convnext_atto")
-    keras_model = default_keras_model("convnext_atto")
+    keras_model = convnext_tf.create_model("convnext_atto")
     torch_names = [name for name, _ in torch_model.named_children()]
     keras_names = [
         layer.name.split(".")[0]  # Keras names carry the list index: "stages.2"
@@ -89,13 +89,15 @@ def test_model_attributes_in_the_same_order():
 
 
 @pytest.mark.parametrize("variant", list(convnext_torch.VARIANTS))
-def test_same_tensors_under_the_same_names(variant):
+def test_same_tensors_under_the_same_names_and_the_papers_parameter_counts(variant):
     with torch.device("meta"):
         torch_model = convnext_torch.create_model(variant)
+    keras_model = convnext_tf.create_model(variant)
     torch_shapes = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
     keras_shapes = {
         key: mapping.torch_shape(key, tuple(variable.shape))
-        for key, variable in keras_variables(default_keras_model(variant)).items()
+        for key, variable in keras_variables(keras_model).items()
     }
     assert list(keras_shapes) == list(torch_shapes)  # same names, same order
     assert keras_shapes == torch_shapes
+    assert keras_model.count_params() == PARAMETERS[variant]  # the PyTorch count: test_torch_model
