@@ -1,26 +1,27 @@
 """The `convnext` command line.
 
-    convnext convert SRC DST [--variant NAME] [--num-classes N] [--force]
+    convnext convert SRC DST [--from auto|official|timm|hf] [--to keras|keras-applications|official|timm]
+                     [--variant NAME] [--num-classes N] [--ema] [--no-top] [--force]
     convnext compare TORCH_SRC KERAS_SRC [--variant NAME] [--size H W] [--batch N] [--rtol R]
+    convnext inspect FILE [--from ...] [--ema]
     convnext variants
 
 Every failure ends in one line on stderr and exit status 1; nothing is left at DST. compare
 exits 1 as well when the two models disagree, after printing where.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from converters.checkpoint import ConversionError
+from converters.files import KERAS_SUFFIXES, TORCH_SUFFIXES, suffix_of
 
-OUTPUT_SUFFIXES = (".weights.h5", ".keras")
+LAYOUTS = ("auto", "official", "timm", "hf")
+TARGETS = ("keras", "keras-applications", "official", "timm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,15 +33,29 @@ def main(argv: list[str] | None = None) -> int:
 
     convert = commands.add_parser(
         "convert",
-        help="PyTorch checkpoint -> Keras .weights.h5 or .keras",
-        description="Convert a PyTorch ConvNeXt checkpoint (.pth/.pt: a state_dict, or one "
-        "wrapped as {'model': ...} or {'state_dict': ...}) to a Keras weights file "
-        "(DST ending in .weights.h5) or a whole Keras model (DST ending in .keras).",
+        help="PyTorch checkpoint -> Keras, Keras -> PyTorch, or one PyTorch layout -> another",
+        description="Convert a ConvNeXt checkpoint. SRC: a PyTorch file (.pth/.pt/.bin, "
+        ".safetensors, or a Hugging Face directory) in the official, timm or Hugging Face "
+        "layout, or a Keras file (.keras, or .weights.h5 with --variant). DST's suffix picks "
+        "the target unless --to says: .keras/.weights.h5 -> keras, .pth/.pt/.bin/.safetensors "
+        "-> official.",
     )
-    convert.add_argument("src", type=Path, help="PyTorch checkpoint")
-    convert.add_argument("dst", type=Path, help="output: NAME.weights.h5 or NAME.keras")
-    convert.add_argument("--variant", help="variant name; inferred from tensor shapes if omitted")
-    convert.add_argument("--num-classes", type=int, help="classes of the head; inferred if omitted")
+    convert.add_argument("src", type=Path, help="checkpoint to read")
+    convert.add_argument("dst", type=Path, help="file to write")
+    convert.add_argument(
+        "--from",
+        dest="layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="key layout of a PyTorch SRC (default: detected)",
+    )
+    convert.add_argument(
+        "--to", dest="target", choices=TARGETS, help="what to write (default: from DST's suffix)"
+    )
+    add_model_options(convert)
+    convert.add_argument(
+        "--no-top", action="store_true", help="keras-applications: write include_top=False weights"
+    )
     convert.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     convert.set_defaults(run=run_convert)
 
@@ -52,10 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         "stage outputs and of the logits. Exit status 1 if any exceeds --rtol (relative to the "
         "largest PyTorch value) or a top-1 class differs.",
     )
-    compare.add_argument("torch_src", type=Path, help="PyTorch checkpoint (.pth/.pt)")
+    compare.add_argument("torch_src", type=Path, help="PyTorch checkpoint")
     compare.add_argument("keras_src", type=Path, help="Keras model: NAME.keras or NAME.weights.h5")
-    compare.add_argument("--variant", help="variant name; inferred from tensor shapes if omitted")
-    compare.add_argument("--num-classes", type=int, help="classes of the head; inferred if omitted")
+    compare.add_argument(
+        "--from",
+        dest="layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="key layout of TORCH_SRC (default: detected)",
+    )
+    add_model_options(compare)
     compare.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     compare.add_argument("--batch", type=int, default=4, help="images to compare (default 4)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the random images")
@@ -63,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         "--rtol", type=float, default=1e-4, help="largest relative difference accepted (1e-4)"
     )
     compare.set_defaults(run=run_compare)
+
+    inspect = commands.add_parser(
+        "inspect", help="what a checkpoint holds: layout, variant, classes, dtype, size"
+    )
+    inspect.add_argument("file", type=Path, help="PyTorch checkpoint or Keras file")
+    inspect.add_argument(
+        "--from",
+        dest="layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="key layout (default: detected)",
+    )
+    inspect.add_argument("--ema", action="store_true", help="inspect the EMA weights")
+    inspect.set_defaults(run=run_inspect)
 
     variants = commands.add_parser("variants", help="list the variants and their parameters")
     variants.set_defaults(run=run_variants)
@@ -91,25 +126,47 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", help="variant name; inferred from tensor shapes if omitted")
+    parser.add_argument("--num-classes", type=int, help="classes of the head; inferred if omitted")
+    parser.add_argument(
+        "--ema", action="store_true", help="take a training checkpoint's EMA weights ('model_ema')"
+    )
+
+
+# --- convert -------------------------------------------------------------------------------
+
+
 def run_convert(args: argparse.Namespace) -> int:
+    target = args.target or target_from_suffix(args.dst)
+    check_target_suffix(target, args.dst)
     dst = check_destination(args.dst, args.force)
     if args.variant is not None:
         check_variant(args.variant)
+    if suffix_of(args.src, KERAS_SUFFIXES):
+        if target not in ("official", "timm"):
+            raise ConversionError(f"{args.src} is a Keras file already: --to official or timm")
+        if args.layout != "auto" or args.ema:
+            raise ConversionError("--from and --ema describe PyTorch sources, not Keras files")
+        return keras_to_pytorch_file(args, target, dst)
 
-    state = read_state_dict(args.src)
+    state = read_state_dict(args.src, args.layout, args.ema)
     variant, overrides = model_config(state, args.variant, args.num_classes)
+    if target == "keras":
+        return pytorch_to_keras_file(state, variant, overrides, dst)
+    if target == "keras-applications":
+        return pytorch_to_keras_applications(state, variant, overrides, dst, not args.no_top)
+    return pytorch_to_pytorch_file(state, variant, overrides, dst, target)
 
+
+def pytorch_to_keras_file(state, variant: str, overrides: dict, dst: Path) -> int:
     import convnext_tf
     from converters.convert import torch_to_keras
+    from converters.files import atomic_output
 
     model = convnext_tf.create_model(variant, **overrides)
     report = torch_to_keras(state, model, progress=progress_printer("assigning"))
-    widened = [d for d in report.source_dtypes if d in ("float16", "bfloat16")]
-    if widened:
-        say(f"widened {', '.join(widened)} to {report.target_dtype} (exact)")
-    if "float64" in report.source_dtypes and report.target_dtype != "float64":
-        say(f"rounded float64 to {report.target_dtype}")
-
+    say_dtypes(report.source_dtypes, report.target_dtype)
     say(f"writing {dst}")
     with atomic_output(dst) as tmp:
         if dst.name.endswith(".keras"):
@@ -126,24 +183,116 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def pytorch_to_keras_applications(
+    state, variant: str, overrides: dict, dst: Path, include_top: bool
+) -> int:
+    from converters import keras_applications
+    from converters.files import atomic_output
+
+    if overrides.get("in_chans", 3) != 3 or "layer_scale_init_value" in overrides:
+        raise ConversionError("keras.applications models take 3 channels and have layer scale")
+    classes = overrides.get("num_classes", 1000)
+    if include_top and classes == 0:
+        raise ConversionError(f"{state.source} has no head: use --no-top")
+    model = keras_applications.build(variant, classes, include_top)
+    depths = variants_table()[variant][0]
+    skipped = keras_applications.assign(state.tensors, model, depths, include_top)
+    if skipped:
+        say(f"skipped (no top): {', '.join(skipped)}")
+    say(f"writing {dst}")
+    with atomic_output(dst) as tmp:
+        model.save_weights(tmp)
+    name = keras_applications.CONSTRUCTORS[variant]
+    top = f"classes={classes}, classifier_activation=None" if include_top else "include_top=False"
+    say(f"wrote {dst}: {len(model.weights)} tensors for keras.applications.{name}")
+    say(
+        f"load with: keras.applications.{name}(weights={str(dst)!r}, {top}); it takes [0, 255] "
+        "pixels and normalises them itself"
+    )
+    return 0
+
+
+def pytorch_to_pytorch_file(state, variant: str, overrides: dict, dst: Path, layout: str) -> int:
+    import torch
+
+    import convnext_torch
+    from converters.convert import check_match
+
+    with torch.device("meta"):  # names and shapes only
+        model = convnext_torch.create_model(variant, **overrides)
+    check_match(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    return write_pytorch(state.tensors, variant, dst, layout)
+
+
+def keras_to_pytorch_file(args: argparse.Namespace, layout: str, dst: Path) -> int:
+    from converters.convert import keras_to_torch
+    from converters.files import keras_variant, load_keras_model
+
+    say(f"reading {args.src}")
+    overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    model = load_keras_model(args.src, args.variant, overrides)
+    variant = keras_variant(model)
+    tensors = {k: v.numpy() for k, v in keras_to_torch(model).items()}
+    say(f"read {variant}, num_classes={model.num_classes}: {len(tensors)} tensors")
+    return write_pytorch(tensors, variant, dst, layout)
+
+
+def write_pytorch(tensors: dict, variant: str, dst: Path, layout: str) -> int:
+    from converters import formats
+    from converters.files import write_torch
+
+    conv_mlp = layout == "timm" and variant in formats.TIMM_CONV_MLP_VARIANTS
+    renamed = formats.from_official(tensors, layout, conv_mlp=conv_mlp)
+    say(f"writing {dst} ({layout} layout" + (", 1x1-conv MLP weights" if conv_mlp else "") + ")")
+    write_torch(renamed, dst)
+    parameters = sum(int(v.size) for v in renamed.values())
+    say(f"wrote {dst}: {len(renamed)} tensors, {parameters:,} parameters")
+    return 0
+
+
+def target_from_suffix(dst: Path) -> str:
+    if suffix_of(dst, KERAS_SUFFIXES):
+        return "keras"
+    if suffix_of(dst, TORCH_SUFFIXES):
+        return "official"
+    known = ", ".join(KERAS_SUFFIXES + TORCH_SUFFIXES)
+    raise ConversionError(f"{dst}: output must end in one of {known}")
+
+
+def check_target_suffix(target: str, dst: Path) -> None:
+    allowed = {
+        "keras": KERAS_SUFFIXES,
+        "keras-applications": (".weights.h5",),
+        "official": TORCH_SUFFIXES,
+        "timm": TORCH_SUFFIXES,
+    }[target]
+    if not suffix_of(dst, allowed):
+        raise ConversionError(f"{dst}: --to {target} writes {' or '.join(allowed)} files")
+
+
+# --- compare -------------------------------------------------------------------------------
+
+
 def run_compare(args: argparse.Namespace) -> int:
     if args.variant is not None:
         check_variant(args.variant)
     if args.batch < 1 or min(args.size) < 32:
         raise ConversionError("--batch must be positive and --size at least 32 32")
-    keras_kind = check_keras_source(args.keras_src)
 
     import numpy as np
 
     import convnext_torch
     from converters.convert import load_torch_model
+    from converters.files import load_keras_model
     from converters.parity import compare
 
-    state = read_state_dict(args.torch_src)
+    if not suffix_of(args.keras_src, KERAS_SUFFIXES):
+        raise ConversionError(f"{args.keras_src}: a Keras model must end in .keras or .weights.h5")
+    state = read_state_dict(args.torch_src, args.layout, args.ema)
     variant, overrides = model_config(state, args.variant, args.num_classes)
     torch_model = convnext_torch.create_model(variant, **overrides)
     load_torch_model(state, torch_model)
-    keras_model = load_keras_model(args.keras_src, keras_kind, variant, overrides)
+    keras_model = load_keras_model(args.keras_src, variant, overrides)
 
     channels = overrides.get("in_chans", 3)
     shape = (args.batch, channels, *args.size)
@@ -162,73 +311,68 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_state_dict(path: Path):
-    from converters.checkpoint import load_state_dict
-
-    say(f"reading {path}")
-    state = load_state_dict(path)
-    where = f" under {state.wrapper!r}" if state.wrapper else ""
-    say(f"found {len(state.tensors)} tensors ({', '.join(state.dtypes)}){where}")
-    if state.nonfinite:
-        names = ", ".join(state.nonfinite[:4]) + (", ..." if len(state.nonfinite) > 4 else "")
-        count = f"{len(state.nonfinite)} tensor{'s' if len(state.nonfinite) > 1 else ''}"
-        say(f"warning: {count} with NaN or Inf ({names}); kept as they are")
-    return state
+# --- inspect and variants ------------------------------------------------------------------
 
 
-def model_config(state, variant: str | None, num_classes: int | None) -> tuple[str, dict]:
-    """The variant and create_model overrides for a checkpoint: read off its tensor shapes,
-    or taken from --variant/--num-classes, whose mismatches the strict check then names."""
+def run_inspect(args: argparse.Namespace) -> int:
+    if suffix_of(args.file, KERAS_SUFFIXES):
+        return inspect_keras(args.file)
     from converters.convert import infer_config
 
-    if num_classes is not None and num_classes < 1:
-        raise ConversionError(f"--num-classes must be positive, got {num_classes}")
+    state = read_state_dict(args.file, args.layout, args.ema, quiet=True)
+    rows = [("file", str(args.file)), ("layout", state.layout)]
+    if state.wrapper:
+        rows.append(("weights", f"under {state.wrapper!r}"))
+    if state.skipped:
+        rows.append(("not weights", ", ".join(state.skipped)))
+    if state.has_ema and not args.ema:
+        rows.append(("EMA weights", "present: --ema converts them instead"))
     try:
-        inferred = infer_config(state)
-    except ConversionError:
-        if variant is None:
-            raise
-        inferred = None  # --variant given: the strict check names what differs
-    name = variant or inferred.variant(variants_table())
-    overrides = inferred.overrides() if inferred else {}
-    if num_classes is not None:
-        overrides["num_classes"] = num_classes
-    settings = ", ".join(f"{k}={v}" for k, v in overrides.items())
-    how = "using" if variant else "inferred"
-    say(f"{how} {name}: {settings}" + ("" if variant else " (from the tensor shapes)"))
-    return name, overrides
+        config = infer_config(state)
+        try:
+            variant = config.variant(variants_table())
+        except ConversionError:
+            variant = f"unknown (depths {config.depths}, dims {config.dims})"
+        rows += [
+            ("variant", variant),
+            ("classes", str(config.num_classes) if config.num_classes else "0 (no head)"),
+            ("input channels", str(config.in_chans)),
+            ("layer scale", "yes" if config.layer_scale else "no"),
+        ]
+    except ConversionError as e:
+        rows.append(("variant", f"not inferred: {e}"))
+    rows.append(("dtype", ", ".join(state.dtypes)))
+    rows.append(("tensors", str(len(state.tensors))))
+    rows.append(("parameters", f"{sum(int(v.size) for v in state.tensors.values()):,}"))
+    rows += [("note", note) for note in state.notes]
+    if state.nonfinite:
+        rows.append(("NaN/Inf in", ", ".join(state.nonfinite)))
+    if state.config and "layer_norm_eps" in state.config:
+        rows.append(
+            ("config.json", f"layer_norm_eps {state.config['layer_norm_eps']} (final norm)")
+        )
+    for name, value in rows:
+        print(f"{name + ':':<16}{value}")
+    return 0
 
 
-def check_keras_source(path: Path) -> str:
-    kind = next((s for s in OUTPUT_SUFFIXES if path.name.endswith(s)), None)
-    if kind is None:
-        raise ConversionError(f"{path}: a Keras model must end in {' or '.join(OUTPUT_SUFFIXES)}")
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
-    return kind
+def inspect_keras(path: Path) -> int:
+    from converters.files import h5_array_count, keras_variant, load_keras_model
 
-
-def load_keras_model(path: Path, kind: str, variant: str, overrides: dict):
-    """A .keras file as saved (custom classes only from convnext_tf, Keras' safe mode on: no
-    lambdas are deserialised), or a .weights.h5 file loaded into the checkpoint's variant."""
-    import keras
-
-    import convnext_tf
-    from converters.checkpoint import first_sentence
-
-    try:
-        if kind == ".keras":
-            model = keras.models.load_model(path, safe_mode=True)
-            if not isinstance(model, convnext_tf.ConvNeXt):
-                raise ConversionError(f"{path}: holds a {type(model).__name__}, not a ConvNeXt")
-            return model
-        model = convnext_tf.create_model(variant, **overrides)
-        model.load_weights(path)
-        return model
-    except ConversionError:
-        raise
-    except Exception as e:  # Keras raises many types for a bad file
-        raise ConversionError(f"{path}: cannot load ({first_sentence(e)})") from None
+    if path.name.endswith(".weights.h5"):
+        if not path.is_file():
+            raise ConversionError(f"{path}: no such file")
+        print(f"{'file:':<16}{path} (Keras weights; the variant is not recorded)")
+        print(f"{'arrays:':<16}{h5_array_count(path)}")
+        return 0
+    model = load_keras_model(path)
+    print(f"{'file:':<16}{path} (Keras model)")
+    print(f"{'variant:':<16}{keras_variant(model)}")
+    print(f"{'classes:':<16}{model.num_classes}")
+    print(f"{'dtype:':<16}{model.dtype_policy.variable_dtype}")
+    print(f"{'tensors:':<16}{len(model.weights)}")
+    print(f"{'parameters:':<16}{model.count_params():,}")
+    return 0
 
 
 def run_variants(args: argparse.Namespace) -> int:
@@ -246,9 +390,65 @@ def run_variants(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- shared --------------------------------------------------------------------------------
+
+
+def read_state_dict(path: Path, layout: str = "auto", ema: bool = False, quiet: bool = False):
+    from converters.checkpoint import load_state_dict
+
+    if not quiet:
+        say(f"reading {path}")
+    state = load_state_dict(path, layout=layout, ema=ema)
+    if quiet:
+        return state
+    where = f" under {state.wrapper!r}" if state.wrapper else ""
+    dtypes = ", ".join(state.dtypes)
+    say(f"found {len(state.tensors)} tensors ({dtypes}){where}, {state.layout} layout")
+    if state.has_ema and not ema:
+        say("note: the file also holds EMA weights ('model_ema'); --ema converts those instead")
+    for note in state.notes:
+        say(f"note: {note}")
+    if state.nonfinite:
+        names = ", ".join(state.nonfinite[:4]) + (", ..." if len(state.nonfinite) > 4 else "")
+        count = f"{len(state.nonfinite)} tensor{'s' if len(state.nonfinite) > 1 else ''}"
+        say(f"warning: {count} with NaN or Inf ({names}); kept as they are")
+    return state
+
+
+def model_config(state, variant: str | None, num_classes: int | None) -> tuple[str, dict]:
+    """The variant and create_model overrides for a checkpoint: read off its tensor shapes,
+    or taken from --variant/--num-classes, whose mismatches the strict check then names."""
+    from converters.convert import infer_config
+
+    if num_classes is not None and num_classes < 0:
+        raise ConversionError(f"--num-classes must be 0 (no head) or more, got {num_classes}")
+    try:
+        inferred = infer_config(state)
+    except ConversionError:
+        if variant is None:
+            raise
+        inferred = None  # --variant given: the strict check names what differs
+    name = variant or inferred.variant(variants_table())
+    overrides = inferred.overrides() if inferred else {}
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    settings = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    how = "using" if variant else "inferred"
+    say(f"{how} {name}: {settings}" + ("" if variant else " (from the tensor shapes)"))
+    if overrides.get("num_classes") == 0:
+        say("note: no classifier (head.* absent): the model outputs the pooled features")
+    return name, overrides
+
+
+def say_dtypes(source_dtypes: tuple[str, ...], target_dtype: str) -> None:
+    widened = [d for d in source_dtypes if d in ("float16", "bfloat16")]
+    if widened:
+        say(f"widened {', '.join(widened)} to {target_dtype} (exact)")
+    if "float64" in source_dtypes and target_dtype != "float64":
+        say(f"rounded float64 to {target_dtype}")
+
+
 def check_destination(dst: Path, force: bool) -> Path:
-    if not dst.name.endswith(OUTPUT_SUFFIXES):
-        raise ConversionError(f"{dst}: output must end in {' or '.join(OUTPUT_SUFFIXES)}")
     if dst.is_dir():
         raise ConversionError(f"{dst}: is a directory")
     if dst.exists() and not force:
@@ -267,25 +467,6 @@ def variants_table() -> dict:
     import convnext_torch
 
     return convnext_torch.VARIANTS
-
-
-@contextlib.contextmanager
-def atomic_output(dst: Path) -> Iterator[str]:
-    """A temporary path beside `dst` with the same suffix (Keras checks it), renamed onto
-    `dst` only when the block succeeds; removed on any failure."""
-    suffix = next(s for s in OUTPUT_SUFFIXES if dst.name.endswith(s))
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=f".tmp{suffix}", dir=dst.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def say(message: str) -> None:

@@ -166,7 +166,8 @@ def infer_config(state: StateDict) -> InferredConfig:
             f"(found {sample})"
         )
     convs = [stem] + [f"downsample_layers.{i}.1.weight" for i in range(1, 4)]
-    for key, rank in [*((c, 4) for c in convs), ("head.weight", 2)]:
+    has_head = "head.weight" in tensors  # without: a feature extractor, num_classes=0
+    for key, rank in [*((c, 4) for c in convs), *([("head.weight", 2)] if has_head else [])]:
         if key not in tensors:
             raise ConversionError(f"{state.source}: missing {key}")
         if tensors[key].ndim != rank:
@@ -181,7 +182,7 @@ def infer_config(state: StateDict) -> InferredConfig:
     return InferredConfig(
         depths=tuple(max(b) + 1 if b else 0 for b in blocks),  # gaps show up as missing
         dims=tuple(int(d) for d in dims),
-        num_classes=int(tensors["head.weight"].shape[0]),
+        num_classes=int(tensors["head.weight"].shape[0]) if has_head else 0,
         in_chans=int(tensors[stem].shape[1]),
         layer_scale=any(key.endswith(".gamma") for key in tensors),
     )

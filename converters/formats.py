@@ -31,18 +31,18 @@ TIMM: tuple[tuple[str, str], ...] = (
     ("head.{p}",                        "head.fc.{p}"),
 )  # fmt: skip
 
-# official                            Hugging Face transformers (ConvNextForImageClassification)
+# official                        Hugging Face transformers (ConvNextForImageClassification)
 HF: tuple[tuple[str, str], ...] = (
-    ("downsample_layers.0.0.{p}",       "convnext.embeddings.patch_embeddings.{p}"),
-    ("downsample_layers.0.1.{p}",       "convnext.embeddings.layernorm.{p}"),
-    ("downsample_layers.{i}.{k}.{p}",   "convnext.encoder.stages.{i}.downsampling_layer.{k}.{p}"),
-    ("stages.{i}.{j}.dwconv.{p}",       "convnext.encoder.stages.{i}.layers.{j}.dwconv.{p}"),
-    ("stages.{i}.{j}.norm.{p}",         "convnext.encoder.stages.{i}.layers.{j}.layernorm.{p}"),
-    ("stages.{i}.{j}.pwconv1.{p}",      "convnext.encoder.stages.{i}.layers.{j}.pwconv1.{p}"),
-    ("stages.{i}.{j}.pwconv2.{p}",      "convnext.encoder.stages.{i}.layers.{j}.pwconv2.{p}"),
-    ("stages.{i}.{j}.gamma",            "convnext.encoder.stages.{i}.layers.{j}.layer_scale_parameter"),
-    ("norm.{p}",                        "convnext.layernorm.{p}"),
-    ("head.{p}",                        "classifier.{p}"),
+    ("downsample_layers.0.0.{p}",    "convnext.embeddings.patch_embeddings.{p}"),
+    ("downsample_layers.0.1.{p}",    "convnext.embeddings.layernorm.{p}"),
+    ("downsample_layers.{i}.{k}.{p}", "convnext.encoder.stages.{i}.downsampling_layer.{k}.{p}"),
+    ("stages.{i}.{j}.dwconv.{p}",    "convnext.encoder.stages.{i}.layers.{j}.dwconv.{p}"),
+    ("stages.{i}.{j}.norm.{p}",      "convnext.encoder.stages.{i}.layers.{j}.layernorm.{p}"),
+    ("stages.{i}.{j}.pwconv1.{p}",   "convnext.encoder.stages.{i}.layers.{j}.pwconv1.{p}"),
+    ("stages.{i}.{j}.pwconv2.{p}",   "convnext.encoder.stages.{i}.layers.{j}.pwconv2.{p}"),
+    ("stages.{i}.{j}.gamma",         "convnext.encoder.stages.{i}.layers.{j}.layer_scale_parameter"),  # noqa: E501
+    ("norm.{p}",                     "convnext.layernorm.{p}"),
+    ("head.{p}",                     "classifier.{p}"),
 )  # fmt: skip
 
 LAYOUTS = {"official": (), "timm": TIMM, "hf": HF}
@@ -50,6 +50,7 @@ LAYOUTS = {"official": (), "timm": TIMM, "hf": HF}
 # Keys that tell the layouts apart (checked in this order).
 SIGNATURES = (
     ("hf", "convnext.embeddings.patch_embeddings.weight"),
+    ("hf", "embeddings.patch_embeddings.weight"),  # ConvNextModel: no "convnext." prefix
     ("timm", "stem.0.weight"),
     ("official", "downsample_layers.0.0.weight"),
 )
@@ -58,7 +59,12 @@ SIGNATURES = (
 TIMM_CONV_MLP_VARIANTS = ("convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano")
 MLP_WEIGHT = re.compile(r"stages\.\d+\.\d+\.pwconv[12]\.weight")
 
-_PLACEHOLDER = {"i": r"(?P<i>\d+)", "j": r"(?P<j>\d+)", "k": r"(?P<k>\d+)", "p": r"(?P<p>weight|bias)"}
+_PLACEHOLDER = {
+    "i": r"(?P<i>\d+)",
+    "j": r"(?P<j>\d+)",
+    "k": r"(?P<k>\d+)",
+    "p": r"(?P<p>weight|bias)",
+}
 
 
 def _compile(template: str) -> re.Pattern:
@@ -99,7 +105,10 @@ def to_official(
         return dict(tensors), [], []
     renamed, unmatched, notes = {}, [], []
     for key, value in tensors.items():
-        official = rename(key, rules)
+        name = key
+        if layout == "hf" and not key.startswith(("convnext.", "classifier.")):
+            name = f"convnext.{key}"  # ConvNextModel (no classifier) saves without the prefix
+        official = rename(name, rules)
         if official is None:
             unmatched.append(key)
             continue

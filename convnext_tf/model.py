@@ -184,7 +184,8 @@ class ConvNeXt(keras.Model):
 
     Args:
         in_chans (int): Number of input image channels. Default: 3
-        num_classes (int): Number of classes of the classifier head. Default: 1000
+        num_classes (int): Number of classes of the classifier head; 0 means no head, the model
+            returns the pooled features. Default: 1000
         depths (tuple[int, ...]): Number of blocks in each stage. Default: (3, 3, 9, 3)
         dims (tuple[int, ...]): Channels of each stage. Default: (96, 192, 384, 768)
         drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
@@ -262,11 +263,15 @@ class ConvNeXt(keras.Model):
             cur += depths[i]
 
         self.norm = LayerNorm(dims[-1], eps=1e-6, name="norm")  # after pooling
-        self.head = layers.Dense(
-            num_classes,
-            kernel_initializer=trunc_normal(0.02 * head_init_scale),
-            bias_initializer="zeros",  # zero times head_init_scale
-            name="head",
+        self.head = (
+            layers.Dense(
+                num_classes,
+                kernel_initializer=trunc_normal(0.02 * head_init_scale),
+                bias_initializer="zeros",  # zero times head_init_scale
+                name="head",
+            )
+            if num_classes > 0
+            else layers.Identity(name="head")
         )
 
     def build(self, input_shape) -> None:

@@ -124,7 +124,8 @@ class ConvNeXt(nn.Module):
 
     Args:
         in_chans (int): Number of input image channels. Default: 3
-        num_classes (int): Number of classes of the classifier head. Default: 1000
+        num_classes (int): Number of classes of the classifier head; 0 means no head, the model
+            returns the pooled features. Default: 1000
         depths (tuple[int, ...]): Number of blocks in each stage. Default: (3, 3, 9, 3)
         dims (tuple[int, ...]): Channels of each stage. Default: (96, 192, 384, 768)
         drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
@@ -173,11 +174,12 @@ class ConvNeXt(nn.Module):
             cur += depths[i]
 
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)  # after pooling; torch's default eps is 1e-5
-        self.head = nn.Linear(dims[-1], num_classes)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
 
         self.apply(self._init_weights)
-        self.head.weight.data.mul_(head_init_scale)
-        self.head.bias.data.mul_(head_init_scale)
+        if num_classes > 0:
+            self.head.weight.data.mul_(head_init_scale)
+            self.head.bias.data.mul_(head_init_scale)
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Conv2d, nn.Linear)):

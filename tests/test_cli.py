@@ -146,7 +146,7 @@ def test_missing_and_extra_keys_are_named(capsys, tmp_path, torch_model):
 def test_unknown_layout_and_unknown_variant(capsys, tmp_path):
     torch.save({"conv1.weight": torch.zeros(2, 3, 3, 3)}, tmp_path / "resnet.pth")
     code, _, err = run(capsys, "convert", tmp_path / "resnet.pth", tmp_path / "o.keras")
-    assert_one_line_error(code, err, "not an official-layout ConvNeXt state_dict")
+    assert_one_line_error(code, err, "not a ConvNeXt state_dict in the official, timm or")
     code, _, err = run(
         capsys,
         "convert",
@@ -160,7 +160,7 @@ def test_unknown_layout_and_unknown_variant(capsys, tmp_path):
 
 def test_bad_destination(capsys, tmp_path, checkpoint):
     code, _, err = run(capsys, "convert", checkpoint, tmp_path / "out.h5")
-    assert_one_line_error(code, err, "output must end in .weights.h5 or .keras")
+    assert_one_line_error(code, err, "output must end in one of .weights.h5, .keras, .pth")
     code, _, err = run(capsys, "convert", checkpoint, tmp_path / "nowhere" / "out.keras")
     assert_one_line_error(code, err, "no such directory")
 

@@ -1,0 +1,157 @@
+"""Official ConvNeXt weights -> keras.applications.ConvNeXt{Tiny,...,XLarge}.
+
+For a TF deployment built on keras.applications that must take a PyTorch fine-tune. Its model
+differs from convnext_tf in three ways that matter here:
+- layer names of its own (`convnext_tiny_stage_2_block_5_pointwise_conv_1`), listed below;
+- the depthwise conv is a grouped Conv2D(groups=C), kernel (kh, kw, 1, C), not (kh, kw, C, 1);
+- with include_preprocessing (the default) it normalises its input itself: it takes pixels in
+  [0, 255], where the PyTorch model takes (x / 255 - mean) / std with ImageNet's mean and std;
+- its head ends in a softmax by default (classifier_activation=None gives logits), and without
+  the top, pooling="avg" puts the final LayerNorm after pooling as in PyTorch (pooling=None
+  normalises every position instead).
+Every variable is assigned by layer, counted, and checked against the model's full list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import keras
+import numpy as np
+
+from converters import mapping
+from converters.checkpoint import ConversionError
+
+CONSTRUCTORS = {
+    "convnext_tiny": "ConvNeXtTiny",
+    "convnext_small": "ConvNeXtSmall",
+    "convnext_base": "ConvNeXtBase",
+    "convnext_large": "ConvNeXtLarge",
+    "convnext_xlarge": "ConvNeXtXLarge",
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation keras.applications builds in
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build(variant: str, num_classes: int, include_top: bool = True) -> keras.Model:
+    """An uninitialised keras.applications ConvNeXt (nothing is downloaded)."""
+    if variant not in CONSTRUCTORS:
+        raise ConversionError(
+            f"keras.applications has no {variant}; it has {', '.join(CONSTRUCTORS)}"
+        )
+    constructor = getattr(keras.applications, CONSTRUCTORS[variant])
+    if include_top:  # logits, like PyTorch (keras.applications' default ends in a softmax)
+        return constructor(
+            weights=None, classes=num_classes, classifier_activation=None, name=variant
+        )
+    return constructor(
+        weights=None, include_top=False, input_shape=(None, None, 3), pooling="avg", name=variant
+    )
+
+
+def names(
+    model: keras.Model, depths: tuple[int, ...], include_top: bool
+) -> Iterator[tuple[str, keras.Variable, str]]:
+    """(official key, keras.applications variable, kind of transpose) for every tensor."""
+    n = model.name
+
+    def layer(*path: str) -> keras.layers.Layer:
+        found = model.get_layer(path[0])
+        for name in path[1:]:
+            found = found.get_layer(name)
+        return found
+
+    def conv(key: str, *path: str):
+        yield (
+            f"{key}.weight",
+            layer(*path).kernel,
+            "conv",
+        )  # grouped Conv2D too: (kh, kw, in/g, out)
+        yield f"{key}.bias", layer(*path).bias, "vector"
+
+    def norm(key: str, target: keras.layers.Layer):
+        yield f"{key}.weight", target.gamma, "vector"
+        yield f"{key}.bias", target.beta, "vector"
+
+    def dense(key: str, target: keras.layers.Layer):
+        yield f"{key}.weight", target.kernel, "dense"
+        yield f"{key}.bias", target.bias, "vector"
+
+    yield from conv("downsample_layers.0.0", f"{n}_stem", f"{n}_stem_conv")
+    yield from norm("downsample_layers.0.1", layer(f"{n}_stem", f"{n}_stem_layernorm"))
+    for i in range(1, 4):  # keras.applications counts its downsampling blocks from 0
+        block = f"{n}_downsampling_block_{i - 1}"
+        yield from norm(
+            f"downsample_layers.{i}.0", layer(block, f"{n}_downsampling_layernorm_{i - 1}")
+        )
+        yield from conv(f"downsample_layers.{i}.1", block, f"{n}_downsampling_conv_{i - 1}")
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            p = f"{n}_stage_{i}_block_{j}"
+            yield from conv(f"stages.{i}.{j}.dwconv", f"{p}_depthwise_conv")
+            yield from norm(f"stages.{i}.{j}.norm", layer(f"{p}_layernorm"))
+            yield from dense(f"stages.{i}.{j}.pwconv1", layer(f"{p}_pointwise_conv_1"))
+            yield from dense(f"stages.{i}.{j}.pwconv2", layer(f"{p}_pointwise_conv_2"))
+            yield f"stages.{i}.{j}.gamma", layer(f"{p}_layer_scale").gamma, "vector"
+    if include_top:
+        yield from norm("norm", layer(f"{n}_head_layernorm"))
+        yield from dense("head", layer(f"{n}_head_dense"))
+    else:  # without the top, the final LayerNorm is the model's last (unnamed) layer
+        yield from norm("norm", model.layers[-1])
+
+
+def assign(
+    tensors: Mapping[str, np.ndarray],
+    model: keras.Model,
+    depths: tuple[int, ...],
+    include_top: bool,
+) -> list[str]:
+    """Assign official-layout tensors to a keras.applications model, strictly. Returns the
+    checkpoint keys left out on purpose (the head, without the top)."""
+    targets = list(names(model, depths, include_top))
+    keys = [key for key, _, _ in targets]
+    skipped = [] if include_top else [k for k in ("head.weight", "head.bias") if k in tensors]
+    missing = [k for k in keys if k not in tensors]
+    unexpected = [k for k in tensors if k not in keys and k not in skipped]
+    mismatched = []
+    for key, variable, kind in targets:
+        if key in tensors:
+            axes = mapping.TRANSPOSES[kind]
+            found = tensors[key].shape
+            expected = tuple(int(variable.shape[a]) for a in np.argsort(axes))
+            if tuple(found) != expected:
+                mismatched.append(f"{key}: expected {expected}, found {tuple(found)}")
+    if missing or unexpected or mismatched:
+        from converters.convert import summarise
+
+        parts = [
+            summarise(what, items)
+            for what, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", mismatched),
+            )
+            if items
+        ]
+        raise ConversionError(
+            f"checkpoint does not match keras.applications {model.name}: {'; '.join(parts)}",
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+        )
+    assigned = {id(variable) for _, variable, _ in targets}
+    if len(assigned) != len(targets) or assigned != {id(v) for v in model.weights}:
+        raise ConversionError(f"keras.applications {model.name}: variables left unassigned")
+    for key, variable, kind in targets:
+        value = np.ascontiguousarray(tensors[key].transpose(mapping.TRANSPOSES[kind]))
+        variable.assign(value.astype(variable.dtype))
+    return skipped
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray:
+    """The [0, 255] pixels whose keras.applications preprocessing gives `images`, which are
+    normalised the PyTorch way, (N, C, H, W): x * std * 255 + mean * 255."""
+    mean = np.asarray(IMAGENET_MEAN).reshape(1, 3, 1, 1)
+    std = np.asarray(IMAGENET_STD).reshape(1, 3, 1, 1)
+    return (images * std + mean) * 255.0
