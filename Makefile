@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format diff bench clean
+.PHONY: install demo test test-peers lint format diff bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Optional: the suite again with the real peers (transformers; timm in its own environment,
+# which needs torch 2.14.1 + torchvision, a multi-GB CUDA build). Not part of `make test`.
+test-peers:
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,peers]'
+	$(PYTHON) -m venv .venv-timm
+	.venv-timm/bin/python -m pip install --quiet --disable-pip-version-check \
+		torch==2.14.1 torchvision==0.29.1 timm==1.0.31 safetensors==0.8.0 numpy==2.4.6
+	CONVNEXT_TIMM_PYTHON=.venv-timm/bin/python .venv-peers/bin/python -m pytest -m peer -s
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -36,4 +46,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers .venv-timm build *.egg-info .pytest_cache .ruff_cache

@@ -408,6 +408,13 @@ def read_state_dict(path: Path, layout: str = "auto", ema: bool = False, quiet: 
         say("note: the file also holds EMA weights ('model_ema'); --ema converts those instead")
     for note in state.notes:
         say(f"note: {note}")
+    eps = (state.config or {}).get("layer_norm_eps")
+    if eps is not None and eps != 1e-6:
+        say(
+            f"note: config.json gives the final LayerNorm eps {eps:g}; these models use 1e-6, "
+            "which moves logits by about 1e-6 / (2 x variance of the pooled features) relative "
+            "(5e-7 measured on random ConvNeXt-T weights)"
+        )
     if state.nonfinite:
         names = ", ".join(state.nonfinite[:4]) + (", ..." if len(state.nonfinite) > 4 else "")
         count = f"{len(state.nonfinite)} tensor{'s' if len(state.nonfinite) > 1 else ''}"

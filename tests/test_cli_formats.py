@@ -60,7 +60,7 @@ def test_hugging_face_directory_to_keras_weights(capsys, tmp_path, torch_model, 
     dst = tmp_path / "m.weights.h5"
     code, _, err = run(capsys, "convert", tmp_path, dst)
     assert code == 0, err
-    assert "hf layout" in err
+    assert "hf layout" in err and "final LayerNorm eps 1e-12" in err
     keras_model = convnext_tf.create_model(VARIANT, num_classes=10)
     keras_model.load_weights(dst)
     assert_same_logits(torch_model, keras_model)
