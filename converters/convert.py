@@ -136,22 +136,35 @@ class InferredConfig:
     num_classes: int
     in_chans: int
     layer_scale: bool  # whether the blocks carry `gamma`
+    grn: bool = False  # whether the blocks carry GRN (ConvNeXt V2)
+
+    @property
+    def family(self) -> str:
+        return "convnextv2" if self.grn else "convnext"
 
     def variant(self, variants: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> str:
-        """The name of the variant with these depths and dims; ConversionError if none has."""
+        """The variant of this family with these depths and dims; ConversionError if none."""
         for name, (depths, dims) in variants.items():
+            if name.split("_")[0] != self.family:
+                continue
             if tuple(depths) == self.depths and tuple(dims) == self.dims:
                 return name
         raise ConversionError(
-            f"no known variant has depths {self.depths} and dims {self.dims}; "
+            f"no known {self.family} variant has depths {self.depths} and dims {self.dims}; "
             "choose one with --variant to see which tensors differ"
         )
 
     def overrides(self) -> dict:
-        """create_model arguments that make a model shaped like the checkpoint."""
+        """create_model arguments, beyond the family's defaults, that make a model shaped like
+        the checkpoint."""
+        import convnext_torch
+
         overrides = {"num_classes": self.num_classes, "in_chans": self.in_chans}
-        if not self.layer_scale:
+        default_scale = convnext_torch.FAMILY_DEFAULTS[self.family].get("layer_scale_init_value")
+        if not self.layer_scale and default_scale != 0.0:
             overrides["layer_scale_init_value"] = 0.0
+        if self.layer_scale and default_scale == 0.0:
+            overrides["layer_scale_init_value"] = 1e-6
         return overrides
 
 
@@ -184,5 +197,6 @@ def infer_config(state: StateDict) -> InferredConfig:
         dims=tuple(int(d) for d in dims),
         num_classes=int(tensors["head.weight"].shape[0]) if has_head else 0,
         in_chans=int(tensors[stem].shape[1]),
-        layer_scale=any(key.endswith(".gamma") for key in tensors),
+        layer_scale=any(re.fullmatch(r"stages\.\d+\.\d+\.gamma", key) for key in tensors),
+        grn=any(".grn." in key for key in tensors),
     )

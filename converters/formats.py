@@ -6,8 +6,9 @@ converters.mapping maps onto Keras); writing renames the other way. Each layout 
 The first template that matches a whole key wins. A key no template matches is never guessed
 at: it is reported by name.
 
-Beside the names, one value differs: timm's small variants (atto..nano, built with
-conv_mlp=True) keep the MLP as 1x1 convolutions, (out, in, 1, 1) instead of (out, in).
+Beside the names, two shapes differ: timm's small variants (atto..nano, built with
+conv_mlp=True) keep the MLP as 1x1 convolutions, (out, in, 1, 1) instead of (out, in); and timm
+keeps ConvNeXt V2's GRN parameters as (C,) instead of (1, 1, 1, C).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ TIMM: tuple[tuple[str, str], ...] = (
     ("stages.{i}.{j}.pwconv1.{p}",      "stages.{i}.blocks.{j}.mlp.fc1.{p}"),
     ("stages.{i}.{j}.pwconv2.{p}",      "stages.{i}.blocks.{j}.mlp.fc2.{p}"),
     ("stages.{i}.{j}.gamma",            "stages.{i}.blocks.{j}.gamma"),
+    ("stages.{i}.{j}.grn.gamma",        "stages.{i}.blocks.{j}.mlp.grn.weight"),  # V2, (4C,)
+    ("stages.{i}.{j}.grn.beta",         "stages.{i}.blocks.{j}.mlp.grn.bias"),
     ("norm.{p}",                        "head.norm.{p}"),
     ("head.{p}",                        "head.fc.{p}"),
 )  # fmt: skip
@@ -41,23 +44,34 @@ HF: tuple[tuple[str, str], ...] = (
     ("stages.{i}.{j}.pwconv1.{p}",   "convnext.encoder.stages.{i}.layers.{j}.pwconv1.{p}"),
     ("stages.{i}.{j}.pwconv2.{p}",   "convnext.encoder.stages.{i}.layers.{j}.pwconv2.{p}"),
     ("stages.{i}.{j}.gamma",         "convnext.encoder.stages.{i}.layers.{j}.layer_scale_parameter"),  # noqa: E501
+    ("stages.{i}.{j}.grn.gamma",     "convnext.encoder.stages.{i}.layers.{j}.grn.weight"),
+    ("stages.{i}.{j}.grn.beta",      "convnext.encoder.stages.{i}.layers.{j}.grn.bias"),
     ("norm.{p}",                     "convnext.layernorm.{p}"),
     ("head.{p}",                     "classifier.{p}"),
 )  # fmt: skip
 
-LAYOUTS = {"official": (), "timm": TIMM, "hf": HF}
+# ConvNextV2ForImageClassification: the same names under "convnextv2." instead of "convnext."
+HF_V2 = tuple((official, hf.replace("convnext.", "convnextv2.", 1)) for official, hf in HF)
+
+LAYOUTS = {"official": (), "timm": TIMM, "hf": HF + HF_V2}
 
 # Keys that tell the layouts apart (checked in this order).
 SIGNATURES = (
     ("hf", "convnext.embeddings.patch_embeddings.weight"),
+    ("hf", "convnextv2.embeddings.patch_embeddings.weight"),
     ("hf", "embeddings.patch_embeddings.weight"),  # ConvNextModel: no "convnext." prefix
     ("timm", "stem.0.weight"),
     ("official", "downsample_layers.0.0.weight"),
 )
 
 # timm builds these variants with conv_mlp=True: 1x1-conv MLP weights of shape (out, in, 1, 1).
-TIMM_CONV_MLP_VARIANTS = ("convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano")
+TIMM_CONV_MLP_VARIANTS = tuple(
+    f"{family}_{size}"
+    for family in ("convnext", "convnextv2")
+    for size in ("atto", "femto", "pico", "nano")
+)
 MLP_WEIGHT = re.compile(r"stages\.\d+\.\d+\.pwconv[12]\.weight")
+GRN_PARAMETER = re.compile(r"stages\.\d+\.\d+\.grn\.(gamma|beta)")  # (1, 1, 1, C); timm: (C,)
 
 _PLACEHOLDER = {
     "i": r"(?P<i>\d+)",
@@ -106,7 +120,7 @@ def to_official(
     renamed, unmatched, notes = {}, [], []
     for key, value in tensors.items():
         name = key
-        if layout == "hf" and not key.startswith(("convnext.", "classifier.")):
+        if layout == "hf" and not key.startswith(("convnext.", "convnextv2.", "classifier.")):
             name = f"convnext.{key}"  # ConvNextModel (no classifier) saves without the prefix
         official = rename(name, rules)
         if official is None:
@@ -116,6 +130,8 @@ def to_official(
             value = value.reshape(value.shape[:2])  # 1x1 conv (out, in, 1, 1) -> (out, in)
             if not notes:
                 notes.append("1x1-conv MLP weights (out, in, 1, 1) read as Linear (out, in)")
+        if GRN_PARAMETER.fullmatch(official) and value.ndim == 1:
+            value = value.reshape(1, 1, 1, -1)  # timm's (C,) -> (1, 1, 1, C)
         renamed[official] = value
     return renamed, unmatched, notes
 
@@ -133,5 +149,7 @@ def from_official(
             raise KeyError(f"the {layout} layout has no name for {key}")
         if conv_mlp and MLP_WEIGHT.fullmatch(key):
             value = value.reshape((*value.shape, 1, 1))  # (out, in) -> (out, in, 1, 1)
+        if layout == "timm" and GRN_PARAMETER.fullmatch(key):
+            value = value.reshape(-1)  # (1, 1, 1, C) -> timm's (C,)
         out[target] = value
     return out

@@ -26,6 +26,7 @@ TRANSPOSES: dict[str, tuple[int, ...]] = {
     "depthwise": (2, 3, 0, 1),  # (C, 1, kh, kw)    -> (kh, kw, C, 1)
     "dense":     (1, 0),        # (out, in)         -> (in, out)
     "vector":    (0,),          # (C,)              -> (C,): biases, LayerNorm, layer scale
+    "grn":       (0, 1, 2, 3),  # (1, 1, 1, C)      -> (1, 1, 1, C): channels-last in both
 }  # fmt: skip
 
 # Which kind each PyTorch key is; the first full match wins.
@@ -36,6 +37,7 @@ LAYOUT_RULES: tuple[tuple[str, str], ...] = (
     (r"stages\.\d+\.\d+\.dwconv\.weight",         "depthwise"),  # 7x7 depthwise
     (r"stages\.\d+\.\d+\.pwconv[12]\.weight",     "dense"),      # pointwise as Linear
     (r"head\.weight",                             "dense"),      # classifier
+    (r"stages\.\d+\.\d+\.grn\.(gamma|beta)",        "grn"),        # ConvNeXt V2
     (r".*\.(bias|weight|gamma)",                  "vector"),     # norms, biases, layer scale
 )  # fmt: skip
 

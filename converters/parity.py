@@ -18,7 +18,8 @@ from torch import nn
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Set every parameter to a random, non-degenerate value, in place: kernels with std
     1/sqrt(fan_in) (no symmetry, so a kh/kw swap changes the output), LayerNorm scales in
-    [0.5, 1.5], biases with std 0.2, layer scales of either sign with magnitude in [0.25, 1]."""
+    [0.5, 1.5], biases and GRN shifts with std 0.2, layer scales and GRN scales of either sign
+    with magnitude in [0.25, 1] (GRN starts at zero, where it is the identity)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -26,9 +27,11 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             def uniform(low: float, high: float, p=p) -> torch.Tensor:
                 return low + (high - low) * torch.rand(p.shape, generator=generator, dtype=p.dtype)
 
-            if name.endswith("gamma"):
+            if name.endswith("gamma"):  # layer scale, GRN scale
                 sign = torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1
                 p.copy_(sign * uniform(0.25, 1.0))
+            elif name.endswith("beta"):  # GRN shift
+                p.copy_(0.2 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
             elif p.ndim == 1 and name.endswith("weight"):  # LayerNorm scale
                 p.copy_(uniform(0.5, 1.5))
             elif p.ndim == 1:  # biases

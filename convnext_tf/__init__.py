@@ -6,7 +6,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from convnext_tf.model import (  # noqa: E402
+    FAMILY_DEFAULTS,
     GELU,
+    GRN,
     VARIANTS,
     Block,
     ConvNeXt,
@@ -23,6 +25,8 @@ __all__ = [
     "Block",
     "ConvNeXt",
     "DropPath",
+    "FAMILY_DEFAULTS",
+    "GRN",
     "LayerNorm",
     "create_model",
     "default_float",

@@ -118,30 +118,66 @@ class GELU(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
+class GRN(layers.Layer):
+    """Global Response Normalization (ConvNeXt V2), on channels-last input: each channel is
+    scaled by its L2 norm over (H, W) relative to the mean of those norms over channels.
+    gamma and beta start at zero, so a fresh GRN is the identity.
+
+    Args:
+        dim (int): Number of channels.
+    """
+
+    def __init__(self, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+
+    def build(self, input_shape) -> None:
+        self.gamma = self.add_weight(shape=(1, 1, 1, self.dim), initializer="zeros", name="gamma")
+        self.beta = self.add_weight(shape=(1, 1, 1, self.dim), initializer="zeros", name="beta")
+
+    def call(self, x):
+        gx = ops.sqrt(ops.sum(ops.square(x), axis=(1, 2), keepdims=True))  # -> (N, 1, 1, C)
+        nx = gx / (ops.mean(gx, axis=-1, keepdims=True) + 1e-6)
+        return self.gamma * (x * nx) + self.beta + x
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="convnext_tf")
 class Block(layers.Layer):
-    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4C -> GELU -> Linear C ->
-    layer scale -> drop path -> residual.
+    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4C -> GELU (-> GRN in V2) ->
+    Linear C -> layer scale -> drop path -> residual.
 
     Args:
         dim (int): Number of channels C.
         drop_path (float): Stochastic depth rate of this block. Default: 0.0
         layer_scale_init_value (float): Initial value of the layer scale `gamma`; 0 means no
             layer scale. Default: 1e-6
+        use_grn (bool): Global Response Normalization after GELU, as in ConvNeXt V2.
+            Default: False
     """
 
     def __init__(
-        self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, **kwargs
+        self,
+        dim: int,
+        drop_path: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        use_grn: bool = False,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.dim = dim
         self.drop_path_rate = drop_path
         self.layer_scale_init_value = layer_scale_init_value
+        self.use_grn = use_grn
         self.dwconv = layers.DepthwiseConv2D(  # "same" at stride 1 and 7x7 pads 3 on every side
             7, padding="same", depthwise_initializer=trunc_normal(), name="dwconv"
         )
         self.norm = LayerNorm(dim, eps=1e-6, name="norm")
         self.pwconv1 = layers.Dense(4 * dim, kernel_initializer=trunc_normal(), name="pwconv1")
         self.act = GELU(name="act")
+        self.grn = GRN(4 * dim, name="grn") if use_grn else layers.Identity(name="grn")
         self.pwconv2 = layers.Dense(dim, kernel_initializer=trunc_normal(), name="pwconv2")
         self.gamma = None  # created in build() when layer_scale_init_value > 0
         self.drop_path = (
@@ -162,6 +198,7 @@ class Block(layers.Layer):
         x = self.norm(x)
         x = self.pwconv1(x)
         x = self.act(x)
+        x = self.grn(x)
         x = self.pwconv2(x)
         if self.gamma is not None:
             x = self.gamma * x
@@ -174,6 +211,7 @@ class Block(layers.Layer):
             "dim": self.dim,
             "drop_path": self.drop_path_rate,
             "layer_scale_init_value": self.layer_scale_init_value,
+            "use_grn": self.use_grn,
         }
 
 
@@ -193,6 +231,8 @@ class ConvNeXt(keras.Model):
         layer_scale_init_value (float): Initial layer scale of every block; 0 disables it.
             Default: 1e-6
         head_init_scale (float): Factor applied to the initial head weights and bias. Default: 1.0
+        use_grn (bool): Global Response Normalization in every block (ConvNeXt V2, which also
+            has no layer scale). Default: False
     """
 
     def __init__(
@@ -204,6 +244,7 @@ class ConvNeXt(keras.Model):
         drop_path_rate: float = 0.0,
         layer_scale_init_value: float = 1e-6,
         head_init_scale: float = 1.0,
+        use_grn: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -214,6 +255,7 @@ class ConvNeXt(keras.Model):
         self.drop_path_rate = drop_path_rate
         self.layer_scale_init_value = layer_scale_init_value
         self.head_init_scale = head_init_scale
+        self.use_grn = use_grn
         self.downsample_layers = []  # the stem, then 3 downsampling layers
         stem = keras.Sequential(
             [
@@ -254,7 +296,7 @@ class ConvNeXt(keras.Model):
         for i in range(4):
             stage = keras.Sequential(
                 [
-                    Block(dims[i], dp_rates[cur + j], layer_scale_init_value, name=str(j))
+                    Block(dims[i], dp_rates[cur + j], layer_scale_init_value, use_grn, name=str(j))
                     for j in range(depths[i])
                 ],
                 name=f"stages.{i}",
@@ -307,35 +349,52 @@ class ConvNeXt(keras.Model):
             "drop_path_rate": self.drop_path_rate,
             "layer_scale_init_value": self.layer_scale_init_value,
             "head_init_scale": self.head_init_scale,
+            "use_grn": self.use_grn,
         }
 
 
-# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), which the official
-# ConvNeXt-V2 repository uses too. Parameter counts are for 1000 classes and 3 input channels.
-# name                depths           dims                         parameters
+# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), and ConvNeXt V2
+# (Woo et al. 2023: GRN, no layer scale; see FAMILY_DEFAULTS). Parameter counts are for 1000
+# classes and 3 input channels.
+# name                  depths           dims                         parameters
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "convnext_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
-    "convnext_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
-    "convnext_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
-    "convnext_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
-    "convnext_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
-    "convnext_small":  ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
-    "convnext_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
-    "convnext_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
-    "convnext_xlarge": ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
+    "convnext_atto":     ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
+    "convnext_femto":    ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
+    "convnext_pico":     ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
+    "convnext_nano":     ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
+    "convnext_tiny":     ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
+    "convnext_small":    ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
+    "convnext_base":     ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
+    "convnext_large":    ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
+    "convnext_xlarge":   ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
+    "convnextv2_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,708,400
+    "convnextv2_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,233,240
+    "convnextv2_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,066,280
+    "convnextv2_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,623,800
+    "convnextv2_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,635,496
+    "convnextv2_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,717,800
+    "convnextv2_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,956,840
+    "convnextv2_huge":   ((3, 3, 27, 3),  (352, 704, 1408, 2816)),  # 660,289,640
 }  # fmt: skip
+
+# What a family changes beyond depths and dims (the prefix of the variant name).
+FAMILY_DEFAULTS: dict[str, dict] = {
+    "convnext": {},
+    "convnextv2": {"use_grn": True, "layer_scale_init_value": 0.0},
+}
 
 
 def create_model(name: str, dtype: str | None = None, **overrides) -> ConvNeXt:
     """Build a variant by name, with its weights created for inputs of any (H, W);
     `overrides` are ConvNeXt arguments (num_classes, in_chans, drop_path_rate,
-    layer_scale_init_value, head_init_scale). `dtype` ("float32", "float64") sets every
-    layer's dtype; the default is Keras' global dtype policy."""
+    layer_scale_init_value, head_init_scale, use_grn). `dtype` ("float32", "float64") sets
+    every layer's dtype; the default is Keras' global dtype policy."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     depths, dims = VARIANTS[name]
+    family = FAMILY_DEFAULTS[name.split("_")[0]]
     with default_float(dtype):
-        model = ConvNeXt(depths=depths, dims=dims, name=name, **overrides)
+        model = ConvNeXt(depths=depths, dims=dims, name=name, **{**family, **overrides})
         model(keras.Input(shape=(None, None, model.in_chans)))  # builds; export() needs a call
     return model
 

@@ -79,23 +79,52 @@ class LayerNorm(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
+class GRN(nn.Module):
+    """Global Response Normalization (ConvNeXt V2), on channels-last input: each channel is
+    scaled by its L2 norm over (H, W) relative to the mean of those norms over channels.
+    gamma and beta start at zero, so a fresh GRN is the identity.
+
+    Args:
+        dim (int): Number of channels.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)  # (N, H, W, C) -> (N, 1, 1, C)
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+        return self.gamma * (x * nx) + self.beta + x
+
+
 class Block(nn.Module):
-    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4C -> GELU -> Linear C ->
-    layer scale -> drop path -> residual.
+    """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4C -> GELU (-> GRN in V2) ->
+    Linear C -> layer scale -> drop path -> residual.
 
     Args:
         dim (int): Number of channels C.
         drop_path (float): Stochastic depth rate of this block. Default: 0.0
         layer_scale_init_value (float): Initial value of the layer scale `gamma`; 0 means no
             layer scale. Default: 1e-6
+        use_grn (bool): Global Response Normalization after GELU, as in ConvNeXt V2.
+            Default: False
     """
 
-    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
+    def __init__(
+        self,
+        dim: int,
+        drop_path: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        use_grn: bool = False,
+    ):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)  # depthwise
         self.norm = LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)  # pointwise 1x1 convs, as Linear on channels-last
         self.act = nn.GELU()  # exact erf form (the default)
+        self.grn = GRN(4 * dim) if use_grn else nn.Identity()
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = (
             nn.Parameter(layer_scale_init_value * torch.ones(dim))
@@ -111,6 +140,7 @@ class Block(nn.Module):
         x = self.norm(x)
         x = self.pwconv1(x)
         x = self.act(x)
+        x = self.grn(x)
         x = self.pwconv2(x)
         if self.gamma is not None:
             x = self.gamma * x
@@ -133,6 +163,8 @@ class ConvNeXt(nn.Module):
         layer_scale_init_value (float): Initial layer scale of every block; 0 disables it.
             Default: 1e-6
         head_init_scale (float): Factor applied to the initial head weights and bias. Default: 1.0
+        use_grn (bool): Global Response Normalization in every block (ConvNeXt V2, which also
+            has no layer scale). Default: False
     """
 
     def __init__(
@@ -144,6 +176,7 @@ class ConvNeXt(nn.Module):
         drop_path_rate: float = 0.0,
         layer_scale_init_value: float = 1e-6,
         head_init_scale: float = 1.0,
+        use_grn: bool = False,
     ):
         super().__init__()
         self.downsample_layers = nn.ModuleList()  # the stem, then 3 downsampling layers
@@ -166,7 +199,7 @@ class ConvNeXt(nn.Module):
         for i in range(4):
             stage = nn.Sequential(
                 *[
-                    Block(dims[i], dp_rates[cur + j], layer_scale_init_value)
+                    Block(dims[i], dp_rates[cur + j], layer_scale_init_value, use_grn)
                     for j in range(depths[i])
                 ]
             )
@@ -206,26 +239,42 @@ class ConvNeXt(nn.Module):
         return self.head(x)
 
 
-# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), which the official
-# ConvNeXt-V2 repository uses too. Parameter counts are for 1000 classes and 3 input channels.
-# name                depths           dims                         parameters
+# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), and ConvNeXt V2
+# (Woo et al. 2023: GRN, no layer scale; see FAMILY_DEFAULTS). Parameter counts are for 1000
+# classes and 3 input channels.
+# name                  depths           dims                         parameters
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "convnext_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
-    "convnext_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
-    "convnext_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
-    "convnext_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
-    "convnext_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
-    "convnext_small":  ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
-    "convnext_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
-    "convnext_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
-    "convnext_xlarge": ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
+    "convnext_atto":     ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
+    "convnext_femto":    ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
+    "convnext_pico":     ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
+    "convnext_nano":     ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
+    "convnext_tiny":     ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
+    "convnext_small":    ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
+    "convnext_base":     ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
+    "convnext_large":    ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
+    "convnext_xlarge":   ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
+    "convnextv2_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,708,400
+    "convnextv2_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,233,240
+    "convnextv2_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,066,280
+    "convnextv2_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,623,800
+    "convnextv2_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,635,496
+    "convnextv2_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,717,800
+    "convnextv2_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,956,840
+    "convnextv2_huge":   ((3, 3, 27, 3),  (352, 704, 1408, 2816)),  # 660,289,640
 }  # fmt: skip
+
+# What a family changes beyond depths and dims (the prefix of the variant name).
+FAMILY_DEFAULTS: dict[str, dict] = {
+    "convnext": {},
+    "convnextv2": {"use_grn": True, "layer_scale_init_value": 0.0},
+}
 
 
 def create_model(name: str, **overrides) -> ConvNeXt:
     """Build a variant by name; `overrides` are ConvNeXt arguments (num_classes, in_chans,
-    drop_path_rate, layer_scale_init_value, head_init_scale)."""
+    drop_path_rate, layer_scale_init_value, head_init_scale, use_grn)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     depths, dims = VARIANTS[name]
-    return ConvNeXt(depths=depths, dims=dims, **overrides)
+    family = FAMILY_DEFAULTS[name.split("_")[0]]
+    return ConvNeXt(depths=depths, dims=dims, **{**family, **overrides})

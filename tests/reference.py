@@ -1,7 +1,7 @@
 """ConvNeXt's forward pass in plain numpy, written from the paper and the official code, reading
 an official-layout state_dict. It shares no code with either package: it anchors what parity
 between the two frameworks cannot check, because a mistake made in both would cancel (the order
-of operations, eps, exact GELU, the residual, pooling before the final LayerNorm).
+of operations, eps, exact GELU, GRN, the residual, pooling before the final LayerNorm).
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def forward(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.nd
             y = layer_norm(y, s[f"{p}.norm.weight"], s[f"{p}.norm.bias"])
             y = y @ s[f"{p}.pwconv1.weight"].T + s[f"{p}.pwconv1.bias"]
             y = gelu(y)
+            if f"{p}.grn.gamma" in s:  # ConvNeXt V2: global response normalization
+                norms = np.sqrt((y**2).sum(axis=(1, 2), keepdims=True))  # L2 over (H, W)
+                y = (
+                    s[f"{p}.grn.gamma"] * (y * norms / (norms.mean(-1, keepdims=True) + 1e-6))
+                    + s[f"{p}.grn.beta"]
+                    + y
+                )
             y = y @ s[f"{p}.pwconv2.weight"].T + s[f"{p}.pwconv2.bias"]
             if f"{p}.gamma" in s:
                 y = s[f"{p}.gamma"] * y

@@ -214,3 +214,22 @@ def test_corrupt_safetensors_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match="a directory without model.safetensors"):
         load_state_dict(tmp_path / "empty")
+
+
+def test_convnext_v2_grn_names_and_shapes_in_every_layout():
+    model = random_torch_model("convnextv2_atto", seed=32, num_classes=10)
+    official = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert official["stages.1.0.grn.gamma"].shape == (1, 1, 1, 320)
+    timm = formats.from_official(official, "timm", conv_mlp=True)
+    assert timm["stages.1.blocks.0.mlp.grn.weight"].shape == (320,)  # timm keeps (C,)
+    assert timm["stages.1.blocks.0.mlp.grn.bias"].shape == (320,)
+    hf = {
+        k.replace("convnext.", "convnextv2.", 1): v
+        for k, v in formats.from_official(official, "hf").items()
+    }
+    assert hf["convnextv2.encoder.stages.1.layers.0.grn.weight"].shape == (1, 1, 1, 320)
+    for layout, foreign in (("timm", timm), ("hf", hf)):
+        state = load_state_dict({k: torch.from_numpy(v) for k, v in foreign.items()})
+        assert state.layout == layout
+        assert set(state.tensors) == set(official)
+        assert all(np.array_equal(state.tensors[k], official[k]) for k in official)

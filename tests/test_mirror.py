@@ -35,12 +35,13 @@ def classes(path: Path) -> dict[str, list[str]]:
 
 def test_same_variant_table():
     assert convnext_torch.VARIANTS == convnext_tf.VARIANTS
+    assert convnext_torch.FAMILY_DEFAULTS == convnext_tf.FAMILY_DEFAULTS
 
 
 def test_same_classes_in_the_same_order():
     torch_classes = list(classes(TORCH_FILE))
     keras_classes = [c for c in classes(KERAS_FILE) if c not in KERAS_ONLY_CLASSES]
-    assert torch_classes == keras_classes == ["DropPath", "LayerNorm", "Block", "ConvNeXt"]
+    assert torch_classes == keras_classes == ["DropPath", "LayerNorm", "GRN", "Block", "ConvNeXt"]
 
 
 def test_same_methods_in_the_same_order():
@@ -51,21 +52,21 @@ def test_same_methods_in_the_same_order():
         assert found == expected, name
 
 
-@pytest.mark.parametrize("name", ["DropPath", "Block", "ConvNeXt"])
+@pytest.mark.parametrize("name", ["DropPath", "GRN", "Block", "ConvNeXt"])
 def test_same_docstrings(name):
     assert inspect.getdoc(getattr(convnext_torch, name)) == inspect.getdoc(
         getattr(convnext_tf, name)
     )
 
 
-def test_block_attributes_in_the_same_order():
-    torch_block = convnext_torch.Block(8)
-    keras_block = convnext_tf.Block(8)
+@pytest.mark.parametrize("use_grn", [False, True])
+def test_block_attributes_in_the_same_order(use_grn):
+    torch_block = convnext_torch.Block(8, use_grn=use_grn)
+    keras_block = convnext_tf.Block(8, use_grn=use_grn)
     torch_names = [name for name, _ in torch_block.named_children()]
     keras_names = [layer.name for layer in keras_block._flatten_layers(include_self=False)]
-    assert (
-        torch_names == keras_names == ["dwconv", "norm", "pwconv1", "act", "pwconv2", "drop_path"]
-    )
+    expected = ["dwconv", "norm", "pwconv1", "act", "grn", "pwconv2", "drop_path"]
+    assert torch_names == keras_names == expected
 
 
 def test_model_attributes_in_the_same_order():

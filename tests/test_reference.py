@@ -25,6 +25,8 @@ from tests.helpers import (
         ("convnext_atto", {}),
         ("convnext_atto", {"layer_scale_init_value": 0.0, "num_classes": 7}),
         ("convnext_tiny", {}),
+        ("convnextv2_atto", {}),
+        ("convnextv2_atto", {"layer_scale_init_value": 0.5}),  # GRN and layer scale together
     ],
 )
 def test_both_frameworks_match_the_numpy_reference(variant, overrides):

@@ -6,7 +6,7 @@ import torch
 import convnext_torch
 from convnext_torch import VARIANTS, create_model
 
-# Parameter counts with 1000 classes: the paper's Table 11 for tiny..xlarge, timm's for the rest.
+# Parameter counts with 1000 classes: the paper's Table 11 for tiny..xlarge, timm's for atto..nano.
 PARAMETERS = {
     "convnext_atto": 3_695_520,
     "convnext_femto": 5_217_784,
@@ -17,6 +17,15 @@ PARAMETERS = {
     "convnext_base": 88_591_464,
     "convnext_large": 197_767_336,
     "convnext_xlarge": 350_196_968,
+    # ConvNeXt V2 paper, Table 1/8: 3.7M, 5.2M, 9.1M, 15.6M, 28.6M, 89M, 198M, 660M
+    "convnextv2_atto": 3_708_400,
+    "convnextv2_femto": 5_233_240,
+    "convnextv2_pico": 9_066_280,
+    "convnextv2_nano": 15_623_800,
+    "convnextv2_tiny": 28_635_496,
+    "convnextv2_base": 88_717_800,
+    "convnextv2_large": 197_956_840,
+    "convnextv2_huge": 660_289_640,
 }
 
 
@@ -111,3 +120,23 @@ def test_drop_path_schedule_and_training_mode():
     dropped = (y.flatten(1) == 0).all(1)
     assert 0 < dropped.sum() < 64  # whole samples dropped, not all
     torch.testing.assert_close(y[~dropped], x[~dropped] / 0.5)
+
+
+def test_v2_blocks_have_grn_and_no_layer_scale():
+    model = create_model("convnextv2_atto")
+    block = model.stages[1][0]
+    assert isinstance(block.grn, convnext_torch.GRN) and block.gamma is None
+    assert tuple(block.grn.gamma.shape) == (1, 1, 1, 4 * 80)
+    assert torch.all(block.grn.gamma == 0) and torch.all(block.grn.beta == 0)
+    assert isinstance(create_model("convnext_atto").stages[1][0].grn, torch.nn.Identity)
+
+
+def test_grn_matches_its_definition():
+    grn = convnext_torch.GRN(6)
+    with torch.no_grad():
+        grn.gamma.normal_()
+        grn.beta.normal_()
+    x = torch.randn(2, 5, 3, 6)  # (N, H, W, C)
+    gx = x.pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
+    nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(grn(x), grn.gamma * (x * nx) + grn.beta + x)
