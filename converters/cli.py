@@ -195,7 +195,7 @@ def pytorch_to_keras_applications(
     if include_top and classes == 0:
         raise ConversionError(f"{state.source} has no head: use --no-top")
     model = keras_applications.build(variant, classes, include_top)
-    depths = variants_table()[variant][0]
+    depths = variants_table()[variant][0]  # keras_applications.build refused the others
     skipped = keras_applications.assign(state.tensors, model, depths, include_top)
     if skipped:
         say(f"skipped (no top): {', '.join(skipped)}")
@@ -330,7 +330,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     try:
         config = infer_config(state)
         try:
-            variant = config.variant(variants_table())
+            variant = config.variant()
         except ConversionError:
             variant = f"unknown (depths {config.depths}, dims {config.dims})"
         rows += [
@@ -380,13 +380,13 @@ def run_variants(args: argparse.Namespace) -> int:
 
     import convnext_torch
 
-    print(f"{'name':<18}{'depths':<16}{'dims':<26}{'parameters':>12}")
-    for name, (depths, dims) in convnext_torch.VARIANTS.items():
+    print(f"{'name':<26}{'depths':<16}{'dims':<26}{'parameters':>12}")
+    for name, (depths, dims) in variants_table().items():
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             model = convnext_torch.create_model(name)
         count = sum(p.numel() for p in model.parameters())
-        print(f"{name:<18}{str(depths):<16}{str(dims):<26}{count:>12,}")
-    print("parameters: 1000 classes, 3 input channels")
+        print(f"{name:<26}{str(depths):<16}{str(dims):<26}{count:>12,}")
+    print("parameters: 1000 classes, 3 input channels; isotropic models: one stage")
     return 0
 
 
@@ -435,7 +435,7 @@ def model_config(state, variant: str | None, num_classes: int | None) -> tuple[s
         if variant is None:
             raise
         inferred = None  # --variant given: the strict check names what differs
-    name = variant or inferred.variant(variants_table())
+    name = variant or inferred.variant()
     overrides = inferred.overrides() if inferred else {}
     if num_classes is not None:
         overrides["num_classes"] = num_classes
@@ -471,9 +471,11 @@ def check_variant(name: str) -> None:
 
 
 def variants_table() -> dict:
+    """Every variant name -> (depths, dims); an isotropic model has one depth and one dim."""
     import convnext_torch
 
-    return convnext_torch.VARIANTS
+    isotropic = {n: ((d,), (c,)) for n, (d, c, _) in convnext_torch.ISOTROPIC_VARIANTS.items()}
+    return {**convnext_torch.VARIANTS, **isotropic}
 
 
 def say(message: str) -> None:

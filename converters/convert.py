@@ -138,15 +138,25 @@ class InferredConfig:
     layer_scale: bool  # whether the blocks carry `gamma`
     grn: bool = False  # whether the blocks carry GRN (ConvNeXt V2)
 
+    isotropic: bool = False  # one stage of `blocks` after a 16x16 stem
+
     @property
     def family(self) -> str:
-        return "convnextv2" if self.grn else "convnext"
+        return "convnext_isotropic" if self.isotropic else "convnextv2" if self.grn else "convnext"
 
-    def variant(self, variants: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> str:
+    def variant(self) -> str:
         """The variant of this family with these depths and dims; ConversionError if none."""
-        for name, (depths, dims) in variants.items():
-            if name.split("_")[0] != self.family:
-                continue
+        import convnext_torch
+
+        if self.isotropic:
+            table = {n: ((d,), (c,)) for n, (d, c, _) in convnext_torch.ISOTROPIC_VARIANTS.items()}
+        else:
+            table = {
+                n: shape
+                for n, shape in convnext_torch.VARIANTS.items()
+                if n.split("_")[0] == self.family
+            }
+        for name, (depths, dims) in table.items():
             if tuple(depths) == self.depths and tuple(dims) == self.dims:
                 return name
         raise ConversionError(
@@ -155,12 +165,17 @@ class InferredConfig:
         )
 
     def overrides(self) -> dict:
-        """create_model arguments, beyond the family's defaults, that make a model shaped like
-        the checkpoint."""
+        """create_model arguments, beyond the variant's defaults, that make a model shaped
+        like the checkpoint."""
         import convnext_torch
 
         overrides = {"num_classes": self.num_classes, "in_chans": self.in_chans}
-        default_scale = convnext_torch.FAMILY_DEFAULTS[self.family].get("layer_scale_init_value")
+        if self.isotropic:
+            default_scale = convnext_torch.ISOTROPIC_VARIANTS[self.variant()][2]
+        else:
+            default_scale = convnext_torch.FAMILY_DEFAULTS[self.family].get(
+                "layer_scale_init_value", 1e-6
+            )
         if not self.layer_scale and default_scale != 0.0:
             overrides["layer_scale_init_value"] = 0.0
         if self.layer_scale and default_scale == 0.0:
@@ -169,16 +184,18 @@ class InferredConfig:
 
 
 def infer_config(state: StateDict) -> InferredConfig:
-    """Depths, dims, classes and input channels of an official-layout ConvNeXt state_dict."""
+    """Depths, dims, classes and input channels of an official-layout ConvNeXt state_dict
+    (hierarchical, V1 or V2, or isotropic)."""
     tensors = state.tensors
-    stem = "downsample_layers.0.0.weight"
+    isotropic = "stem.weight" in tensors
+    stem = "stem.weight" if isotropic else "downsample_layers.0.0.weight"
     if stem not in tensors:
         sample = ", ".join(list(tensors)[:3]) or "no tensors at all"
         raise ConversionError(
             f"{state.source}: not an official-layout ConvNeXt state_dict: no {stem} "
             f"(found {sample})"
         )
-    convs = [stem] + [f"downsample_layers.{i}.1.weight" for i in range(1, 4)]
+    convs = [stem] if isotropic else [stem, *(f"downsample_layers.{i}.1.weight" for i in (1, 2, 3))]
     has_head = "head.weight" in tensors  # without: a feature extractor, num_classes=0
     for key, rank in [*((c, 4) for c in convs), *([("head.weight", 2)] if has_head else [])]:
         if key not in tensors:
@@ -187,16 +204,18 @@ def infer_config(state: StateDict) -> InferredConfig:
             shape = tuple(tensors[key].shape)
             raise ConversionError(f"{state.source}: {key} has shape {shape}, expected {rank} axes")
     dims = [tensors[key].shape[0] for key in convs]
-    blocks = [set() for _ in range(4)]
+    block = r"blocks\.()(\d+)\." if isotropic else r"stages\.(\d)\.(\d+)\."
+    blocks = [set() for _ in dims]
     for key in tensors:
-        match = re.match(r"stages\.(\d)\.(\d+)\.", key)
-        if match and int(match.group(1)) < 4:
-            blocks[int(match.group(1))].add(int(match.group(2)))
+        match = re.match(block, key)
+        if match and int(match.group(1) or 0) < len(dims):
+            blocks[int(match.group(1) or 0)].add(int(match.group(2)))
     return InferredConfig(
         depths=tuple(max(b) + 1 if b else 0 for b in blocks),  # gaps show up as missing
         dims=tuple(int(d) for d in dims),
         num_classes=int(tensors["head.weight"].shape[0]) if has_head else 0,
         in_chans=int(tensors[stem].shape[1]),
-        layer_scale=any(re.fullmatch(r"stages\.\d+\.\d+\.gamma", key) for key in tensors),
+        layer_scale=any(re.fullmatch(r"(stages\.\d+|blocks)\.\d+\.gamma", k) for k in tensors),
         grn=any(".grn." in key for key in tensors),
+        isotropic=isotropic,
     )

@@ -75,7 +75,7 @@ def load_keras_model(path: Path, variant: str | None = None, overrides: Mapping 
     try:
         if kind == ".keras":
             model = keras.models.load_model(path, safe_mode=True)
-            if not isinstance(model, convnext_tf.ConvNeXt):
+            if not isinstance(model, (convnext_tf.ConvNeXt, convnext_tf.ConvNeXtIsotropic)):
                 raise ConversionError(f"{path}: holds a {type(model).__name__}, not a ConvNeXt")
             return model
         if variant is None:
@@ -99,10 +99,20 @@ def load_keras_model(path: Path, variant: str | None = None, overrides: Mapping 
 
 
 def keras_variant(model) -> str:
-    """The variant name of a convnext_tf model, from its depths and dims."""
+    """The variant name of a convnext_tf model, from its depths and dims (or depth and dim)."""
     import convnext_tf
 
+    if isinstance(model, convnext_tf.ConvNeXtIsotropic):
+        for name, (depth, dim, _) in convnext_tf.ISOTROPIC_VARIANTS.items():
+            if (model.depth, model.dim) == (depth, dim):
+                return name
+        raise ConversionError(
+            f"no known isotropic variant has depth {model.depth}, dim {model.dim}"
+        )
+    family = "convnextv2" if model.use_grn else "convnext"
     for name, (depths, dims) in convnext_tf.VARIANTS.items():
+        if name.split("_")[0] != family:
+            continue
         if tuple(model.depths) == tuple(depths) and tuple(model.dims) == tuple(dims):
             return name
     raise ConversionError(f"no known variant has depths {model.depths} and dims {model.dims}")

@@ -62,6 +62,7 @@ SIGNATURES = (
     ("hf", "embeddings.patch_embeddings.weight"),  # ConvNextModel: no "convnext." prefix
     ("timm", "stem.0.weight"),
     ("official", "downsample_layers.0.0.weight"),
+    ("official", "stem.weight"),  # the isotropic models (official layout only)
 )
 
 # timm builds these variants with conv_mlp=True: 1x1-conv MLP weights of shape (out, in, 1, 1).
@@ -140,13 +141,16 @@ def from_official(
     tensors: dict[str, np.ndarray], layout: str, conv_mlp: bool = False
 ) -> dict[str, np.ndarray]:
     """Rename an official state_dict into `layout`; `conv_mlp` writes timm's 1x1-conv MLP
-    weights (out, in, 1, 1). Raises KeyError for a key the layout has no rule for."""
+    weights (out, in, 1, 1). Raises ConversionError for a key the layout has no name for
+    (timm and Hugging Face have no isotropic ConvNeXt)."""
     rules = LAYOUTS[layout]
     out = {}
     for key, value in tensors.items():
         target = rename(key, rules, reverse=True) if rules else key
         if target is None:
-            raise KeyError(f"the {layout} layout has no name for {key}")
+            from converters.checkpoint import ConversionError
+
+            raise ConversionError(f"the {layout} layout has no name for {key}")
         if conv_mlp and MLP_WEIGHT.fullmatch(key):
             value = value.reshape((*value.shape, 1, 1))  # (out, in) -> (out, in, 1, 1)
         if layout == "timm" and GRN_PARAMETER.fullmatch(key):

@@ -34,11 +34,12 @@ TRANSPOSES: dict[str, tuple[int, ...]] = {
 LAYOUT_RULES: tuple[tuple[str, str], ...] = (
     (r"downsample_layers\.0\.0\.weight",          "conv"),       # stem 4x4 / 4
     (r"downsample_layers\.[1-3]\.1\.weight",      "conv"),       # downsample 2x2 / 2
-    (r"stages\.\d+\.\d+\.dwconv\.weight",         "depthwise"),  # 7x7 depthwise
-    (r"stages\.\d+\.\d+\.pwconv[12]\.weight",     "dense"),      # pointwise as Linear
-    (r"head\.weight",                             "dense"),      # classifier
+    (r"stem\.weight",                            "conv"),       # isotropic stem 16x16 / 16
+    (r"(stages\.\d+|blocks)\.\d+\.dwconv\.weight", "depthwise"),  # 7x7 depthwise
+    (r"(stages\.\d+|blocks)\.\d+\.pwconv[12]\.weight", "dense"),  # pointwise as Linear
+    (r"head\.weight",                            "dense"),      # classifier
     (r"stages\.\d+\.\d+\.grn\.(gamma|beta)",        "grn"),        # ConvNeXt V2
-    (r".*\.(bias|weight|gamma)",                  "vector"),     # norms, biases, layer scale
+    (r".*\.(bias|weight|gamma)",                 "vector"),     # norms, biases, layer scale
 )  # fmt: skip
 
 

@@ -353,6 +353,94 @@ class ConvNeXt(keras.Model):
         }
 
 
+@keras.saving.register_keras_serializable(package="convnext_tf")
+class ConvNeXtIsotropic(keras.Model):
+    """Isotropic ConvNeXt (the paper's comparison with ViT): a 16x16 patch stem without
+    normalisation, one stage of blocks at constant resolution, global average pooling,
+    LayerNorm and a linear classifier.
+
+    Args:
+        in_chans (int): Number of input image channels. Default: 3
+        num_classes (int): Number of classes of the classifier head; 0 means no head, the model
+            returns the pooled features. Default: 1000
+        depth (int): Number of blocks. Default: 18
+        dim (int): Channels of every block. Default: 384
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
+            0 at the first block. Default: 0.0
+        layer_scale_init_value (float): Initial layer scale of every block; 0 disables it, as
+            in the released small and base models. Default: 0.0
+        head_init_scale (float): Factor applied to the initial head weights and bias. Default: 1.0
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depth: int = 18,
+        dim: int = 384,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 0.0,
+        head_init_scale: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.depth = depth
+        self.dim = dim
+        self.drop_path_rate = drop_path_rate
+        self.layer_scale_init_value = layer_scale_init_value
+        self.head_init_scale = head_init_scale
+        self.stem = layers.Conv2D(  # "valid": floors like PyTorch
+            dim, 16, strides=16, padding="valid", kernel_initializer=trunc_normal(), name="stem"
+        )
+        dp_rates = [drop_path_rate * k / max(depth - 1, 1) for k in range(depth)]
+        self.blocks = keras.Sequential(
+            [Block(dim, dp_rates[i], layer_scale_init_value, name=str(i)) for i in range(depth)],
+            name="blocks",
+        )
+        self.norm = LayerNorm(dim, eps=1e-6, name="norm")  # after pooling
+        self.head = (
+            layers.Dense(
+                num_classes,
+                kernel_initializer=trunc_normal(0.02 * head_init_scale),
+                bias_initializer="zeros",  # zero times head_init_scale
+                name="head",
+            )
+            if num_classes > 0
+            else layers.Identity(name="head")
+        )
+
+    def build(self, input_shape) -> None:
+        # Keras creates weights from input shapes: one symbolic pass builds every layer.
+        self.forward_features(keras.KerasTensor(input_shape, dtype=self.compute_dtype))
+        self.head.build((input_shape[0], self.dim))
+
+    def forward_stages(self, x, training=None) -> list:
+        """The output of the single stage, (N, H / 16, W / 16, C), as a list like ConvNeXt's."""
+        return [self.blocks(self.stem(x), training=training)]
+
+    def forward_features(self, x, training=None):
+        x = self.forward_stages(x, training=training)[-1]
+        return self.norm(ops.mean(x, axis=(1, 2)))  # global average pool: (N, H, W, C) -> (N, C)
+
+    def call(self, x, training=None):
+        x = self.forward_features(x, training=training)
+        return self.head(x)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "in_chans": self.in_chans,
+            "num_classes": self.num_classes,
+            "depth": self.depth,
+            "dim": self.dim,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_scale_init_value": self.layer_scale_init_value,
+            "head_init_scale": self.head_init_scale,
+        }
+
+
 # Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), and ConvNeXt V2
 # (Woo et al. 2023: GRN, no layer scale; see FAMILY_DEFAULTS). Parameter counts are for 1000
 # classes and 3 input channels.
@@ -377,6 +465,14 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_huge":   ((3, 3, 27, 3),  (352, 704, 1408, 2816)),  # 660,289,640
 }  # fmt: skip
 
+# The isotropic models of the paper. The released small and base have no layer scale, large has.
+# name                         depth  dim   layer scale  parameters
+ISOTROPIC_VARIANTS: dict[str, tuple[int, int, float]] = {
+    "convnext_isotropic_small":  (18,   384,  0.0),     #  22,308,712
+    "convnext_isotropic_base":   (18,   768,  0.0),     #  87,083,752
+    "convnext_isotropic_large":  (36,   1024, 1e-6),    # 305,942,504
+}  # fmt: skip
+
 # What a family changes beyond depths and dims (the prefix of the variant name).
 FAMILY_DEFAULTS: dict[str, dict] = {
     "convnext": {},
@@ -384,17 +480,23 @@ FAMILY_DEFAULTS: dict[str, dict] = {
 }
 
 
-def create_model(name: str, dtype: str | None = None, **overrides) -> ConvNeXt:
+def create_model(name: str, dtype: str | None = None, **overrides) -> ConvNeXt | ConvNeXtIsotropic:
     """Build a variant by name, with its weights created for inputs of any (H, W);
-    `overrides` are ConvNeXt arguments (num_classes, in_chans, drop_path_rate,
-    layer_scale_init_value, head_init_scale, use_grn). `dtype` ("float32", "float64") sets
-    every layer's dtype; the default is Keras' global dtype policy."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    depths, dims = VARIANTS[name]
-    family = FAMILY_DEFAULTS[name.split("_")[0]]
+    `overrides` are arguments of its class (num_classes, in_chans, drop_path_rate,
+    layer_scale_init_value, head_init_scale, and use_grn for ConvNeXt). `dtype` ("float32",
+    "float64") sets every layer's dtype; the default is Keras' global dtype policy."""
     with default_float(dtype):
-        model = ConvNeXt(depths=depths, dims=dims, name=name, **{**family, **overrides})
+        if name in ISOTROPIC_VARIANTS:
+            depth, dim, layer_scale_init_value = ISOTROPIC_VARIANTS[name]
+            overrides = {"layer_scale_init_value": layer_scale_init_value, **overrides}
+            model = ConvNeXtIsotropic(depth=depth, dim=dim, name=name, **overrides)
+        elif name in VARIANTS:
+            depths, dims = VARIANTS[name]
+            family = FAMILY_DEFAULTS[name.split("_")[0]]
+            model = ConvNeXt(depths=depths, dims=dims, name=name, **{**family, **overrides})
+        else:
+            known = ", ".join([*VARIANTS, *ISOTROPIC_VARIANTS])
+            raise ValueError(f"unknown variant {name!r}; known: {known}")
         model(keras.Input(shape=(None, None, model.in_chans)))  # builds; export() needs a call
     return model
 

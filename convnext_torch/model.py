@@ -214,7 +214,8 @@ class ConvNeXt(nn.Module):
             self.head.weight.data.mul_(head_init_scale)
             self.head.bias.data.mul_(head_init_scale)
 
-    def _init_weights(self, m: nn.Module) -> None:
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             # std 0.02 as in the official code; truncated at +-2 (absolute, i.e. 100 std)
             nn.init.trunc_normal_(m.weight, std=0.02)
@@ -229,6 +230,61 @@ class ConvNeXt(nn.Module):
             x = self.stages[i](x)
             outputs.append(x)
         return outputs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stages(x)[-1]
+        return self.norm(x.mean([-2, -1]))  # global average pool: (N, C, H, W) -> (N, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        return self.head(x)
+
+
+class ConvNeXtIsotropic(nn.Module):
+    """Isotropic ConvNeXt (the paper's comparison with ViT): a 16x16 patch stem without
+    normalisation, one stage of blocks at constant resolution, global average pooling,
+    LayerNorm and a linear classifier.
+
+    Args:
+        in_chans (int): Number of input image channels. Default: 3
+        num_classes (int): Number of classes of the classifier head; 0 means no head, the model
+            returns the pooled features. Default: 1000
+        depth (int): Number of blocks. Default: 18
+        dim (int): Channels of every block. Default: 384
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
+            0 at the first block. Default: 0.0
+        layer_scale_init_value (float): Initial layer scale of every block; 0 disables it, as
+            in the released small and base models. Default: 0.0
+        head_init_scale (float): Factor applied to the initial head weights and bias. Default: 1.0
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depth: int = 18,
+        dim: int = 384,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 0.0,
+        head_init_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.stem = nn.Conv2d(in_chans, dim, kernel_size=16, stride=16)  # no padding: floors
+        dp_rates = [drop_path_rate * k / max(depth - 1, 1) for k in range(depth)]
+        self.blocks = nn.Sequential(
+            *[Block(dim, dp_rates[i], layer_scale_init_value) for i in range(depth)]
+        )
+        self.norm = LayerNorm(dim, eps=1e-6)  # after pooling
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+        self.apply(ConvNeXt._init_weights)
+        if num_classes > 0:
+            self.head.weight.data.mul_(head_init_scale)
+            self.head.bias.data.mul_(head_init_scale)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of the single stage, (N, C, H / 16, W / 16), as a list like ConvNeXt's."""
+        return [self.blocks(self.stem(x))]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_stages(x)[-1]
@@ -263,6 +319,14 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_huge":   ((3, 3, 27, 3),  (352, 704, 1408, 2816)),  # 660,289,640
 }  # fmt: skip
 
+# The isotropic models of the paper. The released small and base have no layer scale, large has.
+# name                         depth  dim   layer scale  parameters
+ISOTROPIC_VARIANTS: dict[str, tuple[int, int, float]] = {
+    "convnext_isotropic_small":  (18,   384,  0.0),     #  22,308,712
+    "convnext_isotropic_base":   (18,   768,  0.0),     #  87,083,752
+    "convnext_isotropic_large":  (36,   1024, 1e-6),    # 305,942,504
+}  # fmt: skip
+
 # What a family changes beyond depths and dims (the prefix of the variant name).
 FAMILY_DEFAULTS: dict[str, dict] = {
     "convnext": {},
@@ -270,11 +334,16 @@ FAMILY_DEFAULTS: dict[str, dict] = {
 }
 
 
-def create_model(name: str, **overrides) -> ConvNeXt:
-    """Build a variant by name; `overrides` are ConvNeXt arguments (num_classes, in_chans,
-    drop_path_rate, layer_scale_init_value, head_init_scale, use_grn)."""
+def create_model(name: str, **overrides) -> ConvNeXt | ConvNeXtIsotropic:
+    """Build a variant by name; `overrides` are arguments of its class (num_classes, in_chans,
+    drop_path_rate, layer_scale_init_value, head_init_scale, and use_grn for ConvNeXt)."""
+    if name in ISOTROPIC_VARIANTS:
+        depth, dim, layer_scale_init_value = ISOTROPIC_VARIANTS[name]
+        overrides = {"layer_scale_init_value": layer_scale_init_value, **overrides}
+        return ConvNeXtIsotropic(depth=depth, dim=dim, **overrides)
     if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+        known = ", ".join([*VARIANTS, *ISOTROPIC_VARIANTS])
+        raise ValueError(f"unknown variant {name!r}; known: {known}")
     depths, dims = VARIANTS[name]
     family = FAMILY_DEFAULTS[name.split("_")[0]]
     return ConvNeXt(depths=depths, dims=dims, **{**family, **overrides})

@@ -42,12 +42,35 @@ def depthwise_conv7(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.n
     return np.einsum("nyxcpq,cpq->nyxc", windows, weight[:, 0]) + bias
 
 
+def block(x: np.ndarray, s: dict[str, np.ndarray], p: str) -> np.ndarray:
+    """One residual block, `p` the key prefix (stages.i.j or blocks.j), NHWC."""
+    y = depthwise_conv7(x, s[f"{p}.dwconv.weight"], s[f"{p}.dwconv.bias"])
+    y = layer_norm(y, s[f"{p}.norm.weight"], s[f"{p}.norm.bias"])
+    y = y @ s[f"{p}.pwconv1.weight"].T + s[f"{p}.pwconv1.bias"]
+    y = gelu(y)
+    if f"{p}.grn.gamma" in s:  # ConvNeXt V2: global response normalization
+        norms = np.sqrt((y**2).sum(axis=(1, 2), keepdims=True))  # L2 over (H, W)
+        scaled = y * norms / (norms.mean(-1, keepdims=True) + 1e-6)
+        y = s[f"{p}.grn.gamma"] * scaled + s[f"{p}.grn.beta"] + y
+    y = y @ s[f"{p}.pwconv2.weight"].T + s[f"{p}.pwconv2.bias"]
+    if f"{p}.gamma" in s:
+        y = s[f"{p}.gamma"] * y
+    return x + y  # residual around the whole block
+
+
 def forward(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:
     """Stage outputs (N, C, H, W) and logits of `images` (N, C, H, W), in float64."""
     s = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
     x = images.astype(np.float64).transpose(0, 2, 3, 1)  # NHWC throughout
     outputs = {}
-    for i in range(4):
+    if "stem.weight" in s:  # isotropic: 16x16/16 conv, no norm, one stage of blocks
+        x = patch_conv(x, s["stem.weight"], s["stem.bias"])
+        j = 0
+        while f"blocks.{j}.dwconv.weight" in s:
+            x = block(x, s, f"blocks.{j}")
+            j += 1
+        outputs["stage 1"] = x.transpose(0, 3, 1, 2)
+    for i in range(4 if "stem.weight" not in s else 0):
         if i == 0:  # stem: 4x4/4 conv, then LayerNorm
             x = patch_conv(x, s["downsample_layers.0.0.weight"], s["downsample_layers.0.0.bias"])
             x = layer_norm(x, s["downsample_layers.0.1.weight"], s["downsample_layers.0.1.bias"])
@@ -57,22 +80,7 @@ def forward(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.nd
             x = patch_conv(x, s[f"{d}.1.weight"], s[f"{d}.1.bias"])
         j = 0
         while f"stages.{i}.{j}.dwconv.weight" in s:
-            p = f"stages.{i}.{j}"
-            y = depthwise_conv7(x, s[f"{p}.dwconv.weight"], s[f"{p}.dwconv.bias"])
-            y = layer_norm(y, s[f"{p}.norm.weight"], s[f"{p}.norm.bias"])
-            y = y @ s[f"{p}.pwconv1.weight"].T + s[f"{p}.pwconv1.bias"]
-            y = gelu(y)
-            if f"{p}.grn.gamma" in s:  # ConvNeXt V2: global response normalization
-                norms = np.sqrt((y**2).sum(axis=(1, 2), keepdims=True))  # L2 over (H, W)
-                y = (
-                    s[f"{p}.grn.gamma"] * (y * norms / (norms.mean(-1, keepdims=True) + 1e-6))
-                    + s[f"{p}.grn.beta"]
-                    + y
-                )
-            y = y @ s[f"{p}.pwconv2.weight"].T + s[f"{p}.pwconv2.bias"]
-            if f"{p}.gamma" in s:
-                y = s[f"{p}.gamma"] * y
-            x = x + y  # residual around the whole block
+            x = block(x, s, f"stages.{i}.{j}")
             j += 1
         outputs[f"stage {i + 1}"] = x.transpose(0, 3, 1, 2)
     pooled = x.mean(axis=(1, 2))  # global average pool first, then the final LayerNorm

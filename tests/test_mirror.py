@@ -12,7 +12,7 @@ import torch
 import convnext_tf
 import convnext_torch
 from converters import keras_variables, mapping
-from tests.test_torch_model import PARAMETERS
+from tests.test_torch_model import ALL_VARIANTS, PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_FILE = ROOT / "convnext_torch" / "model.py"
@@ -36,12 +36,14 @@ def classes(path: Path) -> dict[str, list[str]]:
 def test_same_variant_table():
     assert convnext_torch.VARIANTS == convnext_tf.VARIANTS
     assert convnext_torch.FAMILY_DEFAULTS == convnext_tf.FAMILY_DEFAULTS
+    assert convnext_torch.ISOTROPIC_VARIANTS == convnext_tf.ISOTROPIC_VARIANTS
 
 
 def test_same_classes_in_the_same_order():
     torch_classes = list(classes(TORCH_FILE))
     keras_classes = [c for c in classes(KERAS_FILE) if c not in KERAS_ONLY_CLASSES]
-    assert torch_classes == keras_classes == ["DropPath", "LayerNorm", "GRN", "Block", "ConvNeXt"]
+    expected = ["DropPath", "LayerNorm", "GRN", "Block", "ConvNeXt", "ConvNeXtIsotropic"]
+    assert torch_classes == keras_classes == expected
 
 
 def test_same_methods_in_the_same_order():
@@ -52,7 +54,7 @@ def test_same_methods_in_the_same_order():
         assert found == expected, name
 
 
-@pytest.mark.parametrize("name", ["DropPath", "GRN", "Block", "ConvNeXt"])
+@pytest.mark.parametrize("name", ["DropPath", "GRN", "Block", "ConvNeXt", "ConvNeXtIsotropic"])
 def test_same_docstrings(name):
     assert inspect.getdoc(getattr(convnext_torch, name)) == inspect.getdoc(
         getattr(convnext_tf, name)
@@ -89,7 +91,7 @@ def test_model_attributes_in_the_same_order():
     )
 
 
-@pytest.mark.parametrize("variant", list(convnext_torch.VARIANTS))
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_same_tensors_under_the_same_names_and_the_papers_parameter_counts(variant):
     with torch.device("meta"):
         torch_model = convnext_torch.create_model(variant)

@@ -9,7 +9,6 @@ test_sensitivity.py shows these checks fail on one broken weight.
 import numpy as np
 import pytest
 
-from convnext_torch import VARIANTS
 from tests.helpers import (
     ODD_SIZE,
     assert_float32_parity,
@@ -20,6 +19,7 @@ from tests.helpers import (
     random_torch_model,
     torch_outputs,
 )
+from tests.test_torch_model import ALL_VARIANTS
 
 SMALL = ["convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny"]
 
@@ -42,7 +42,7 @@ def check_parity(variant: str, height: int, width: int, seed: int) -> None:
     assert np.abs(logits[0] - logits[1]).max() > 0.1 * np.abs(logits).max()
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_parity_odd_size(variant):
     check_parity(variant, *ODD_SIZE, seed=1)
 

@@ -27,6 +27,8 @@ from tests.helpers import (
         ("convnext_tiny", {}),
         ("convnextv2_atto", {}),
         ("convnextv2_atto", {"layer_scale_init_value": 0.5}),  # GRN and layer scale together
+        ("convnext_isotropic_small", {}),
+        ("convnext_isotropic_small", {"layer_scale_init_value": 0.5}),
     ],
 )
 def test_both_frameworks_match_the_numpy_reference(variant, overrides):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import convnext_torch
-from convnext_torch import VARIANTS, create_model
+from convnext_torch import ISOTROPIC_VARIANTS, VARIANTS, create_model
 
 # Parameter counts with 1000 classes: the paper's Table 11 for tiny..xlarge, timm's for atto..nano.
 PARAMETERS = {
@@ -26,10 +26,15 @@ PARAMETERS = {
     "convnextv2_base": 88_717_800,
     "convnextv2_large": 197_956_840,
     "convnextv2_huge": 660_289_640,
+    # isotropic, the paper's Table 3 (22M, 87M, 306M); large with layer scale
+    "convnext_isotropic_small": 22_308_712,
+    "convnext_isotropic_base": 87_083_752,
+    "convnext_isotropic_large": 305_942_504,
 }
+ALL_VARIANTS = [*VARIANTS, *ISOTROPIC_VARIANTS]
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_parameter_count(variant):
     with torch.device("meta"):
         model = create_model(variant)
@@ -140,3 +145,14 @@ def test_grn_matches_its_definition():
     gx = x.pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
     nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
     torch.testing.assert_close(grn(x), grn.gamma * (x * nx) + grn.beta + x)
+
+
+def test_isotropic_shapes_and_layer_scale_defaults():
+    model = create_model("convnext_isotropic_small").eval()
+    with torch.no_grad():
+        (stage,) = model.forward_stages(torch.randn(2, 3, 61, 127))
+    assert tuple(stage.shape) == (2, 384, 3, 7)  # 16x16 / 16, floored
+    assert model.blocks[0].gamma is None  # the released small and base have no layer scale
+    assert create_model("convnext_isotropic_large").blocks[0].gamma is not None
+    keys = list(model.state_dict())
+    assert keys[:2] == ["stem.weight", "stem.bias"] and "blocks.17.pwconv2.bias" in keys
