@@ -62,6 +62,7 @@ class StateDict:
     notes: tuple[str, ...] = ()  # value changes made on reading, said to the user
     skipped: tuple[str, ...] = ()  # other entries of a training checkpoint (optimizer, ...)
     config: dict | None = None  # a Hugging Face config.json beside the weights
+    outside_backbone: tuple[str, ...] = ()  # a detection checkpoint's neck and heads, not read
 
     @property
     def has_ema(self) -> bool:
@@ -86,6 +87,7 @@ def load_state_dict(
     bad_keys = [k for k in state if not isinstance(k, str)]
     if bad_keys:
         raise ConversionError(f"{where}: not a state_dict: key {bad_keys[0]!r} is not a string")
+    state, outside_backbone = take_backbone(state)
     tensors = {key: to_numpy(value, where, key) for key, value in state.items()}
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
 
@@ -109,8 +111,29 @@ def load_state_dict(
         )
     nonfinite = tuple(k for k, v in tensors.items() if not np.isfinite(v).all())
     return StateDict(
-        tensors, where, wrapper, tuple(dtypes), nonfinite, layout, tuple(notes), skipped, config
+        tensors,
+        where,
+        wrapper,
+        tuple(dtypes),
+        nonfinite,
+        layout,
+        tuple(notes),
+        skipped,
+        config,
+        outside_backbone,
     )
+
+
+def take_backbone(state: Mapping) -> tuple[Mapping, tuple[str, ...]]:
+    """A detection / segmentation checkpoint (mmdetection, mmsegmentation: the official
+    ConvNeXt ones) keeps the ConvNeXt under `backbone.`; its neck and heads are not ConvNeXt.
+    Returns the backbone's tensors without the prefix, and the names of everything else."""
+    if not any(str(key).startswith("backbone.") for key in state):
+        return state, ()
+    backbone = {
+        k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+    }
+    return backbone, tuple(k for k in state if not k.startswith("backbone."))
 
 
 def read_file(path: Path) -> tuple[object, dict | None]:

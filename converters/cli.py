@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from converters.checkpoint import ConversionError
@@ -164,7 +165,8 @@ def pytorch_to_keras_file(state, variant: str, overrides: dict, dst: Path) -> in
     from converters.convert import torch_to_keras
     from converters.files import atomic_output
 
-    model = convnext_tf.create_model(variant, **overrides)
+    build = convnext_tf.create_backbone if "out_indices" in overrides else convnext_tf.create_model
+    model = build(variant, **overrides)
     report = torch_to_keras(state, model, progress=progress_printer("assigning"))
     say_dtypes(report.source_dtypes, report.target_dtype)
     say(f"writing {dst}")
@@ -178,7 +180,7 @@ def pytorch_to_keras_file(state, variant: str, overrides: dict, dst: Path) -> in
         say(f"load with: import convnext_tf, keras; keras.models.load_model({str(dst)!r})")
     else:
         args_text = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-        call = f"convnext_tf.create_model({variant!r}, {args_text})"
+        call = f"convnext_tf.{build.__name__}({variant!r}, {args_text})"
         say(f"load with: {call}.load_weights({str(dst)!r})")
     return 0
 
@@ -189,6 +191,8 @@ def pytorch_to_keras_applications(
     from converters import keras_applications
     from converters.files import atomic_output
 
+    if "out_indices" in overrides:
+        raise ConversionError("keras.applications has no detection-backbone form")
     if overrides.get("in_chans", 3) != 3 or "layer_scale_init_value" in overrides:
         raise ConversionError("keras.applications models take 3 channels and have layer scale")
     classes = overrides.get("num_classes", 1000)
@@ -218,8 +222,13 @@ def pytorch_to_pytorch_file(state, variant: str, overrides: dict, dst: Path, lay
     import convnext_torch
     from converters.convert import check_match
 
+    build = (
+        convnext_torch.create_backbone
+        if "out_indices" in overrides
+        else convnext_torch.create_model
+    )
     with torch.device("meta"):  # names and shapes only
-        model = convnext_torch.create_model(variant, **overrides)
+        model = build(variant, **overrides)
     check_match(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     return write_pytorch(state.tensors, variant, dst, layout)
 
@@ -290,7 +299,9 @@ def run_compare(args: argparse.Namespace) -> int:
         raise ConversionError(f"{args.keras_src}: a Keras model must end in .keras or .weights.h5")
     state = read_state_dict(args.torch_src, args.layout, args.ema)
     variant, overrides = model_config(state, args.variant, args.num_classes)
-    torch_model = convnext_torch.create_model(variant, **overrides)
+    backbone = "out_indices" in overrides
+    build = convnext_torch.create_backbone if backbone else convnext_torch.create_model
+    torch_model = build(variant, **overrides)
     load_torch_model(state, torch_model)
     keras_model = load_keras_model(args.keras_src, variant, overrides)
 
@@ -304,10 +315,10 @@ def run_compare(args: argparse.Namespace) -> int:
     if diverged:
         print(f"DIFFERENT: {diverged} is the first output off by more than {args.rtol:g} relative")
         return 1
-    if report.top1_agreement < 1.0:
+    if report.top1_agreement is not None and report.top1_agreement < 1.0:
         print("DIFFERENT: within tolerance, but some top-1 classes differ")
         return 1
-    print(f"SAME: every stage and the logits agree within {args.rtol:g} relative")
+    print(f"SAME: every output agrees within {args.rtol:g} relative")
     return 0
 
 
@@ -327,15 +338,21 @@ def run_inspect(args: argparse.Namespace) -> int:
         rows.append(("not weights", ", ".join(state.skipped)))
     if state.has_ema and not args.ema:
         rows.append(("EMA weights", "present: --ema converts them instead"))
+    if state.outside_backbone:
+        rows.append(("not backbone", f"{len(state.outside_backbone)} tensors (neck, heads)"))
     try:
         config = infer_config(state)
         try:
             variant = config.variant()
         except ConversionError:
             variant = f"unknown (depths {config.depths}, dims {config.dims})"
+        if config.out_indices is not None:
+            classes = f"none: a detection backbone, out_indices {config.out_indices}"
+        else:
+            classes = str(config.num_classes) if config.num_classes else "0 (no head)"
         rows += [
             ("variant", variant),
-            ("classes", str(config.num_classes) if config.num_classes else "0 (no head)"),
+            ("classes", classes),
             ("input channels", str(config.in_chans)),
             ("layer scale", "yes" if config.layer_scale else "no"),
         ]
@@ -406,6 +423,10 @@ def read_state_dict(path: Path, layout: str = "auto", ema: bool = False, quiet: 
     say(f"found {len(state.tensors)} tensors ({dtypes}){where}, {state.layout} layout")
     if state.has_ema and not ema:
         say("note: the file also holds EMA weights ('model_ema'); --ema converts those instead")
+    if state.outside_backbone:
+        groups = Counter(key.split(".")[0] for key in state.outside_backbone)
+        listed = ", ".join(f"{name}.* ({count})" for name, count in groups.items())
+        say(f"skipped {len(state.outside_backbone)} tensors outside 'backbone.': {listed}")
     for note in state.notes:
         say(f"note: {note}")
     eps = (state.config or {}).get("layer_norm_eps")
@@ -438,12 +459,19 @@ def model_config(state, variant: str | None, num_classes: int | None) -> tuple[s
     name = variant or inferred.variant()
     overrides = inferred.overrides() if inferred else {}
     if num_classes is not None:
+        if "out_indices" in overrides:
+            raise ConversionError(f"{state.source} is a detection backbone: it has no head")
         overrides["num_classes"] = num_classes
     settings = ", ".join(f"{k}={v}" for k, v in overrides.items())
     how = "using" if variant else "inferred"
     say(f"{how} {name}: {settings}" + ("" if variant else " (from the tensor shapes)"))
     if overrides.get("num_classes") == 0:
         say("note: no classifier (head.* absent): the model outputs the pooled features")
+    if "out_indices" in overrides:
+        say(
+            "note: a detection backbone (norm{i} per stage, no final norm or head): "
+            "built as ConvNeXtBackbone"
+        )
     return name, overrides
 
 

@@ -139,6 +139,7 @@ class InferredConfig:
     grn: bool = False  # whether the blocks carry GRN (ConvNeXt V2)
 
     isotropic: bool = False  # one stage of `blocks` after a 16x16 stem
+    out_indices: tuple[int, ...] | None = None  # a detection backbone: norm{i}, no norm/head
 
     @property
     def family(self) -> str:
@@ -170,6 +171,8 @@ class InferredConfig:
         import convnext_torch
 
         overrides = {"num_classes": self.num_classes, "in_chans": self.in_chans}
+        if self.out_indices is not None:  # ConvNeXtBackbone arguments instead of a head
+            overrides = {"out_indices": self.out_indices, "in_chans": self.in_chans}
         if self.isotropic:
             default_scale = convnext_torch.ISOTROPIC_VARIANTS[self.variant()][2]
         else:
@@ -218,4 +221,15 @@ def infer_config(state: StateDict) -> InferredConfig:
         layer_scale=any(re.fullmatch(r"(stages\.\d+|blocks)\.\d+\.gamma", k) for k in tensors),
         grn=any(".grn." in key for key in tensors),
         isotropic=isotropic,
+        out_indices=backbone_outputs(tensors, isotropic),
     )
+
+
+def backbone_outputs(tensors: Mapping[str, np.ndarray], isotropic: bool) -> tuple[int, ...] | None:
+    """The out_indices of a detection backbone (per-stage norm{i}, no final norm), or None."""
+    indices = sorted(
+        {int(m.group(1)) for k in tensors if (m := re.fullmatch(r"norm(\d)\.weight", k))}
+    )
+    if isotropic or not indices or "norm.weight" in tensors:
+        return None
+    return tuple(indices)

@@ -75,7 +75,12 @@ def load_keras_model(path: Path, variant: str | None = None, overrides: Mapping 
     try:
         if kind == ".keras":
             model = keras.models.load_model(path, safe_mode=True)
-            if not isinstance(model, (convnext_tf.ConvNeXt, convnext_tf.ConvNeXtIsotropic)):
+            kinds = (
+                convnext_tf.ConvNeXt,
+                convnext_tf.ConvNeXtBackbone,
+                convnext_tf.ConvNeXtIsotropic,
+            )
+            if not isinstance(model, kinds):
                 raise ConversionError(f"{path}: holds a {type(model).__name__}, not a ConvNeXt")
             return model
         if variant is None:
@@ -83,7 +88,9 @@ def load_keras_model(path: Path, variant: str | None = None, overrides: Mapping 
                 f"{path}: a .weights.h5 file does not record its variant: pass --variant "
                 "(and --num-classes unless 1000)"
             )
-        model = convnext_tf.create_model(variant, **(overrides or {}))
+        backbone = "out_indices" in (overrides or {})
+        build = convnext_tf.create_backbone if backbone else convnext_tf.create_model
+        model = build(variant, **(overrides or {}))
         arrays = h5_array_count(path)
         if arrays != len(model.weights):
             raise ConversionError(

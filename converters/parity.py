@@ -65,36 +65,42 @@ class ParityReport:
     """Stage-by-stage and logit differences of Keras against PyTorch on one batch."""
 
     stages: list[Difference]
-    logits: Difference
-    top1_agreement: float  # fraction of samples whose argmax class agrees
+    logits: Difference | None  # None for a detection backbone, which has no head
+    top1_agreement: float | None  # fraction of samples whose argmax class agrees
     batch: int
     dtype: str
 
     def first_divergence(self, rtol: float) -> str | None:
         """The first of the stages and the logits whose relative difference exceeds rtol."""
-        for row in [*self.stages, self.logits]:
+        for row in self.rows:
             if not row.max_rel <= rtol:  # also catches NaN
                 return row.name
         return None
 
+    @property
+    def rows(self) -> list[Difference]:
+        return [*self.stages, *([self.logits] if self.logits else [])]
+
     def format(self) -> str:
         lines = [f"{'':<10}{'max abs':>12}{'max rel':>12}   ({self.dtype}, batch {self.batch})"]
-        for row in [*self.stages, self.logits]:
+        for row in self.rows:
             lines.append(f"{row.name:<10}{row.max_abs:>12.3e}{row.max_rel:>12.3e}")
-        agree = round(self.top1_agreement * self.batch)
-        lines.append(f"top-1 agreement: {agree}/{self.batch}")
+        if self.top1_agreement is not None:
+            agree = round(self.top1_agreement * self.batch)
+            lines.append(f"top-1 agreement: {agree}/{self.batch}")
         return "\n".join(lines)
 
 
 def compare(torch_model: nn.Module, keras_model: keras.Model, images: np.ndarray) -> ParityReport:
     """Run both models in inference mode on `images`, (N, C, H, W), each in its own dtype,
-    and compare the four stage outputs and the logits."""
+    and compare the stage outputs and (unless a detection backbone) the logits."""
     torch_model.eval()
     torch_dtype = next(torch_model.parameters()).dtype
+    backbone = hasattr(torch_model, "out_indices")  # its stage outputs are all it returns
     with torch.no_grad():
         x = torch.from_numpy(images).to(torch_dtype)
         torch_stages = [s.numpy() for s in torch_model.forward_stages(x)]
-        torch_logits = torch_model(x).numpy()
+        torch_logits = None if backbone else torch_model(x).numpy()
 
     x = images.transpose(0, 2, 3, 1).astype(
         keras_model.compute_dtype
@@ -103,17 +109,23 @@ def compare(torch_model: nn.Module, keras_model: keras.Model, images: np.ndarray
         keras.ops.convert_to_numpy(s).transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
         for s in keras_model.forward_stages(x, training=False)
     ]
-    keras_logits = keras.ops.convert_to_numpy(keras_model(x, training=False))
+    keras_logits = None if backbone else keras.ops.convert_to_numpy(keras_model(x, training=False))
 
     stages = [
         Difference.between(f"stage {i}", t, k)
         for i, (t, k) in enumerate(zip(torch_stages, keras_stages, strict=True), start=1)
     ]
+    if backbone:
+        return ParityReport(stages, None, None, len(images), dtype_names(torch_dtype, keras_model))
     agreement = float(np.mean(torch_logits.argmax(-1) == keras_logits.argmax(-1)))
     return ParityReport(
         stages=stages,
         logits=Difference.between("logits", torch_logits, keras_logits),
         top1_agreement=agreement,
         batch=len(images),
-        dtype=f"{torch_dtype}".removeprefix("torch.") + " / " + keras_model.compute_dtype,
+        dtype=dtype_names(torch_dtype, keras_model),
     )
+
+
+def dtype_names(torch_dtype: torch.dtype, keras_model: keras.Model) -> str:
+    return f"{torch_dtype}".removeprefix("torch.") + " / " + keras_model.compute_dtype

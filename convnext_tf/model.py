@@ -354,6 +354,82 @@ class ConvNeXt(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
+class ConvNeXtBackbone(keras.Model):
+    """ConvNeXt as a detection / segmentation backbone, as in the official object_detection and
+    semantic_segmentation code: ConvNeXt's stem, downsampling layers and stages without pooling
+    or head; the output of each stage in out_indices passes its own channels-first LayerNorm
+    `norm{i}`.
+
+    Args:
+        in_chans (int): Number of input image channels. Default: 3
+        depths (tuple[int, ...]): Number of blocks in each stage. Default: (3, 3, 9, 3)
+        dims (tuple[int, ...]): Channels of each stage. Default: (96, 192, 384, 768)
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
+            0 at the first block. Default: 0.0
+        layer_scale_init_value (float): Initial layer scale of every block; 0 disables it.
+            Default: 1e-6
+        use_grn (bool): Global Response Normalization in every block (ConvNeXt V2). Default: False
+        out_indices (tuple[int, ...]): The stages whose outputs are returned. Default: (0, 1, 2, 3)
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        depths: tuple[int, ...] = (3, 3, 9, 3),
+        dims: tuple[int, ...] = (96, 192, 384, 768),
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        use_grn: bool = False,
+        out_indices: tuple[int, ...] = (0, 1, 2, 3),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.in_chans = in_chans
+        self.depths = tuple(depths)
+        self.dims = tuple(dims)
+        self.drop_path_rate = drop_path_rate
+        self.layer_scale_init_value = layer_scale_init_value
+        self.use_grn = use_grn
+        trunk = ConvNeXt(
+            in_chans, 0, depths, dims, drop_path_rate, layer_scale_init_value, 1.0, use_grn
+        )
+        self.downsample_layers = trunk.downsample_layers  # the classifier's, without its top
+        self.stages = trunk.stages
+        self.out_indices = tuple(out_indices)
+        for i in self.out_indices:
+            setattr(self, f"norm{i}", LayerNorm(dims[i], eps=1e-6, name=f"norm{i}"))
+
+    def build(self, input_shape) -> None:
+        # Keras creates weights from input shapes: one symbolic pass builds every layer.
+        self.forward_stages(keras.KerasTensor(input_shape, dtype=self.compute_dtype))
+
+    def forward_stages(self, x, training=None) -> list:
+        """The normalised outputs of the stages in out_indices, each (N, H_i, W_i, C_i)."""
+        outputs = []
+        for i in range(4):
+            x = self.downsample_layers[i](x, training=training)
+            x = self.stages[i](x, training=training)
+            if i in self.out_indices:
+                outputs.append(getattr(self, f"norm{i}")(x))
+        return outputs
+
+    def call(self, x, training=None) -> list:
+        return self.forward_stages(x, training=training)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "in_chans": self.in_chans,
+            "depths": self.depths,
+            "dims": self.dims,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_scale_init_value": self.layer_scale_init_value,
+            "use_grn": self.use_grn,
+            "out_indices": self.out_indices,
+        }
+
+
+@keras.saving.register_keras_serializable(package="convnext_tf")
 class ConvNeXtIsotropic(keras.Model):
     """Isotropic ConvNeXt (the paper's comparison with ViT): a 16x16 patch stem without
     normalisation, one stage of blocks at constant resolution, global average pooling,
@@ -498,6 +574,19 @@ def create_model(name: str, dtype: str | None = None, **overrides) -> ConvNeXt |
             known = ", ".join([*VARIANTS, *ISOTROPIC_VARIANTS])
             raise ValueError(f"unknown variant {name!r}; known: {known}")
         model(keras.Input(shape=(None, None, model.in_chans)))  # builds; export() needs a call
+    return model
+
+
+def create_backbone(name: str, dtype: str | None = None, **overrides) -> ConvNeXtBackbone:
+    """Build a variant (not isotropic) as a detection backbone, for inputs of any (H, W);
+    `overrides` are ConvNeXtBackbone arguments (out_indices, in_chans, drop_path_rate, ...)."""
+    if name not in VARIANTS:
+        raise ValueError(f"no backbone form of {name!r}; known: {', '.join(VARIANTS)}")
+    depths, dims = VARIANTS[name]
+    family = FAMILY_DEFAULTS[name.split("_")[0]]
+    with default_float(dtype):
+        model = ConvNeXtBackbone(depths=depths, dims=dims, name=name, **{**family, **overrides})
+        model(keras.Input(shape=(None, None, model.in_chans)))
     return model
 
 

@@ -240,6 +240,58 @@ class ConvNeXt(nn.Module):
         return self.head(x)
 
 
+class ConvNeXtBackbone(nn.Module):
+    """ConvNeXt as a detection / segmentation backbone, as in the official object_detection and
+    semantic_segmentation code: ConvNeXt's stem, downsampling layers and stages without pooling
+    or head; the output of each stage in out_indices passes its own channels-first LayerNorm
+    `norm{i}`.
+
+    Args:
+        in_chans (int): Number of input image channels. Default: 3
+        depths (tuple[int, ...]): Number of blocks in each stage. Default: (3, 3, 9, 3)
+        dims (tuple[int, ...]): Channels of each stage. Default: (96, 192, 384, 768)
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
+            0 at the first block. Default: 0.0
+        layer_scale_init_value (float): Initial layer scale of every block; 0 disables it.
+            Default: 1e-6
+        use_grn (bool): Global Response Normalization in every block (ConvNeXt V2). Default: False
+        out_indices (tuple[int, ...]): The stages whose outputs are returned. Default: (0, 1, 2, 3)
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        depths: tuple[int, ...] = (3, 3, 9, 3),
+        dims: tuple[int, ...] = (96, 192, 384, 768),
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        use_grn: bool = False,
+        out_indices: tuple[int, ...] = (0, 1, 2, 3),
+    ):
+        super().__init__()
+        trunk = ConvNeXt(
+            in_chans, 0, depths, dims, drop_path_rate, layer_scale_init_value, 1.0, use_grn
+        )
+        self.downsample_layers = trunk.downsample_layers  # the classifier's, without its top
+        self.stages = trunk.stages
+        self.out_indices = tuple(out_indices)
+        for i in self.out_indices:
+            self.add_module(f"norm{i}", LayerNorm(dims[i], eps=1e-6, data_format="channels_first"))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The normalised outputs of the stages in out_indices, each (N, C_i, H_i, W_i)."""
+        outputs = []
+        for i in range(4):
+            x = self.downsample_layers[i](x)
+            x = self.stages[i](x)
+            if i in self.out_indices:
+                outputs.append(getattr(self, f"norm{i}")(x))
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_stages(x)
+
+
 class ConvNeXtIsotropic(nn.Module):
     """Isotropic ConvNeXt (the paper's comparison with ViT): a 16x16 patch stem without
     normalisation, one stage of blocks at constant resolution, global average pooling,
@@ -347,3 +399,13 @@ def create_model(name: str, **overrides) -> ConvNeXt | ConvNeXtIsotropic:
     depths, dims = VARIANTS[name]
     family = FAMILY_DEFAULTS[name.split("_")[0]]
     return ConvNeXt(depths=depths, dims=dims, **{**family, **overrides})
+
+
+def create_backbone(name: str, **overrides) -> ConvNeXtBackbone:
+    """Build a variant (not isotropic) as a detection backbone; `overrides` are
+    ConvNeXtBackbone arguments (out_indices, in_chans, drop_path_rate, ...)."""
+    if name not in VARIANTS:
+        raise ValueError(f"no backbone form of {name!r}; known: {', '.join(VARIANTS)}")
+    depths, dims = VARIANTS[name]
+    family = FAMILY_DEFAULTS[name.split("_")[0]]
+    return ConvNeXtBackbone(depths=depths, dims=dims, **{**family, **overrides})

@@ -83,6 +83,8 @@ def forward(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.nd
             x = block(x, s, f"stages.{i}.{j}")
             j += 1
         outputs[f"stage {i + 1}"] = x.transpose(0, 3, 1, 2)
+    if "norm.weight" not in s:  # a detection backbone stops at the stages
+        return outputs
     pooled = x.mean(axis=(1, 2))  # global average pool first, then the final LayerNorm
     features = layer_norm(pooled, s["norm.weight"], s["norm.bias"])
     outputs["logits"] = features @ s["head.weight"].T + s["head.bias"]

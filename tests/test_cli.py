@@ -205,7 +205,7 @@ def test_compare_says_same_for_a_faithful_conversion(capsys, tmp_path, checkpoin
     code, out, err = run(capsys, "compare", checkpoint, tmp_path / "m.keras", "--size", 61, 127)
     assert code == 0, err
     assert "stage 4" in out and "top-1 agreement: 4/4" in out
-    assert out.strip().splitlines()[-1].startswith("SAME")
+    assert out.strip().splitlines()[-1].startswith("SAME: every output agrees")
 
 
 def test_compare_names_the_stage_where_a_deployment_diverges(capsys, tmp_path, checkpoint):

@@ -194,7 +194,7 @@ def test_non_float_and_non_tensor_entries_are_refused(torch_model):
 
 def test_infer_config_reads_the_shapes(torch_model):
     config = infer_config(load_state_dict(torch_model.state_dict()))
-    assert config.variant(convnext_torch.VARIANTS) == VARIANT
+    assert config.variant() == VARIANT
     assert (config.num_classes, config.in_chans, config.layer_scale) == (11, 3, True)
 
 

@@ -42,7 +42,15 @@ def test_same_variant_table():
 def test_same_classes_in_the_same_order():
     torch_classes = list(classes(TORCH_FILE))
     keras_classes = [c for c in classes(KERAS_FILE) if c not in KERAS_ONLY_CLASSES]
-    expected = ["DropPath", "LayerNorm", "GRN", "Block", "ConvNeXt", "ConvNeXtIsotropic"]
+    expected = [
+        "DropPath",
+        "LayerNorm",
+        "GRN",
+        "Block",
+        "ConvNeXt",
+        "ConvNeXtBackbone",
+        "ConvNeXtIsotropic",
+    ]
     assert torch_classes == keras_classes == expected
 
 
@@ -54,7 +62,9 @@ def test_same_methods_in_the_same_order():
         assert found == expected, name
 
 
-@pytest.mark.parametrize("name", ["DropPath", "GRN", "Block", "ConvNeXt", "ConvNeXtIsotropic"])
+@pytest.mark.parametrize(
+    "name", ["DropPath", "GRN", "Block", "ConvNeXt", "ConvNeXtBackbone", "ConvNeXtIsotropic"]
+)
 def test_same_docstrings(name):
     assert inspect.getdoc(getattr(convnext_torch, name)) == inspect.getdoc(
         getattr(convnext_tf, name)
@@ -104,3 +114,21 @@ def test_same_tensors_under_the_same_names_and_the_papers_parameter_counts(varia
     assert list(keras_shapes) == list(torch_shapes)  # same names, same order
     assert keras_shapes == torch_shapes
     assert keras_model.count_params() == PARAMETERS[variant]  # the PyTorch count: test_torch_model
+
+
+@pytest.mark.parametrize(
+    "variant, out_indices",
+    [("convnext_tiny", (0, 1, 2, 3)), ("convnextv2_atto", (1, 3))],
+)
+def test_backbones_have_the_same_tensors(variant, out_indices):
+    torch_model = convnext_torch.create_backbone(variant, out_indices=out_indices)
+    keras_model = convnext_tf.create_backbone(variant, out_indices=out_indices)
+    torch_shapes = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
+    keras_shapes = {
+        key: mapping.torch_shape(key, tuple(variable.shape))
+        for key, variable in keras_variables(keras_model).items()
+    }
+    assert keras_shapes == torch_shapes
+    assert [k for k in torch_shapes if k.startswith("norm")] == [
+        f"norm{i}.{p}" for i in out_indices for p in ("weight", "bias")
+    ]
