@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import converters  # noqa: E402,F401  (imports TensorFlow quietly)
-from convnext_torch import VARIANTS  # noqa: E402
+from convnext_torch import ISOTROPIC_VARIANTS, VARIANTS  # noqa: E402
 from tests.helpers import (  # noqa: E402
     ODD_SIZE,
     converted_keras_model,
@@ -60,7 +60,7 @@ def main() -> None:
         "| worst gap / PyTorch err (any stage) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for variant in VARIANTS:
+    for variant in [*VARIANTS, *ISOTROPIC_VARIANTS]:
         lines.append(measure(variant, *ODD_SIZE, seed=1))
         print(lines[-1], flush=True)
     for variant in SMALL:

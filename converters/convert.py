@@ -62,7 +62,7 @@ def torch_to_keras(
     check_match(state, {k: mapping.torch_shape(k, tuple(v.shape)) for k, v in targets.items()})
     for done, (key, variable) in enumerate(targets.items(), start=1):
         value = mapping.to_keras(key, state.tensors[key])
-        variable.assign(value.astype(variable.dtype))  # float16/bf16 already widened: exact
+        variable.assign(value.astype(variable.dtype, copy=False))  # half was widened: exact
         if progress:
             progress(done, len(targets))
     return ConversionReport(

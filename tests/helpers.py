@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from unittest import mock
+
 import numpy as np
 import torch
 
@@ -85,8 +89,18 @@ def random_torch_model(variant: str, seed: int = 0, **overrides) -> torch.nn.Mod
     return randomize_(model.to_empty(device="cpu"), seed=seed)
 
 
+@contextlib.contextmanager
+def without_random_init() -> Iterator[None]:
+    """Build Keras models with zero kernels instead of truncated-normal ones: for models whose
+    every weight is assigned right after (strictly, so none can stay zero unnoticed) or only
+    counted. Drawing the random kernels is most of the build time of the large variants."""
+    with mock.patch.object(convnext_tf.model, "trunc_normal", lambda std=0.02: "zeros"):
+        yield
+
+
 def converted_keras_model(torch_model: torch.nn.Module, variant: str, dtype: str, **overrides):
     """A fresh Keras model of `dtype` holding the PyTorch model's weights."""
-    keras_model = convnext_tf.create_model(variant, dtype=dtype, **overrides)
+    with without_random_init():
+        keras_model = convnext_tf.create_model(variant, dtype=dtype, **overrides)
     torch_to_keras(torch_model.state_dict(), keras_model)
     return keras_model

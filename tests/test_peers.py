@@ -28,7 +28,7 @@ def timm(*args) -> None:
 
 
 @pytest.mark.skipif(not TIMM_PYTHON, reason="set CONVNEXT_TIMM_PYTHON to a Python with timm")
-@pytest.mark.parametrize("variant", ["convnext_atto", "convnext_tiny"])
+@pytest.mark.parametrize("variant", ["convnext_atto", "convnext_tiny", "convnextv2_atto"])
 def test_timm_model_to_keras_and_back(capsys, tmp_path, variant):
     timm("make", variant, tmp_path)
     io = np.load(tmp_path / "io.npz")
@@ -46,12 +46,13 @@ def test_timm_model_to_keras_and_back(capsys, tmp_path, variant):
     np.testing.assert_array_equal(np.load(tmp_path / "io.npz")["logits"], io["logits"])
 
 
-def test_hugging_face_model_to_keras(capsys, tmp_path):
+@pytest.mark.parametrize("version", ["ConvNext", "ConvNextV2"])
+def test_hugging_face_model_to_keras(capsys, tmp_path, version):
     transformers = pytest.importorskip("transformers")
-    config = transformers.ConvNextConfig(
+    config = getattr(transformers, f"{version}Config")(
         hidden_sizes=[40, 80, 160, 320], depths=[2, 2, 6, 2], num_labels=10
     )
-    model = transformers.ConvNextForImageClassification(config).eval()
+    model = getattr(transformers, f"{version}ForImageClassification")(config).eval()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -68,4 +69,5 @@ def test_hugging_face_model_to_keras(capsys, tmp_path):
         expected = model(pixel_values=torch.from_numpy(images)).logits.numpy()
     found = keras_outputs(keras.models.load_model(tmp_path / "m.keras"), images)["logits"]
     np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
-    print(f"transformers {transformers.__version__}: max abs {np.abs(found - expected).max():.2e}")
+    gap = np.abs(found - expected).max()
+    print(f"transformers {transformers.__version__} {version}: max abs {gap:.2e}")
