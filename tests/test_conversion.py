@@ -19,6 +19,7 @@ from converters import (
     mapping,
     torch_to_keras,
 )
+from converters.parity import randomize_
 from tests.helpers import random_torch_model
 
 VARIANT = "convnext_atto"
@@ -221,3 +222,25 @@ def test_float64_checkpoint_into_float64_model_is_exact(torch_model):
     torch_to_keras(state, keras_model)
     back = keras_to_torch(keras_model)
     assert all(back[k].dtype == torch.float64 and torch.equal(back[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize(
+    "variant, build",
+    [
+        ("convnextv2_atto", "create_model"),
+        ("convnext_isotropic_small", "create_model"),
+        ("convnextv2_atto", "create_backbone"),
+    ],
+)
+def test_every_family_round_trips_bit_exact(variant, build):
+    torch_model = randomize_(getattr(convnext_torch, build)(variant), seed=9)
+    keras_model = getattr(convnext_tf, build)(variant)
+    torch_to_keras(torch_model.state_dict(), keras_model)
+    back = keras_to_torch(keras_model)
+    assert list(back) == list(torch_model.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in torch_model.state_dict().items())
+    state = torch_model.state_dict()
+    for dropped in (list(state)[0], list(state)[-1]):  # the stem (the layout's signature), the last
+        incomplete = {k: v for k, v in state.items() if k != dropped}
+        with pytest.raises(ConversionError, match=rf"1 missing \({dropped}\)"):
+            torch_to_keras(incomplete, keras_model)
