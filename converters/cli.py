@@ -200,7 +200,7 @@ def pytorch_to_keras_applications(
         raise ConversionError(f"{state.source} has no head: use --no-top")
     model = keras_applications.build(variant, classes, include_top)
     depths = variants_table()[variant][0]  # keras_applications.build refused the others
-    skipped = keras_applications.assign(state.tensors, model, depths, include_top)
+    skipped = keras_applications.assign(state, model, depths, include_top)
     if skipped:
         say(f"skipped (no top): {', '.join(skipped)}")
     say(f"writing {dst}")

@@ -14,13 +14,15 @@ Every variable is assigned by layer, counted, and checked against the model's fu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import dataclasses
+from collections.abc import Iterator
 
 import keras
 import numpy as np
 
 from converters import mapping
-from converters.checkpoint import ConversionError
+from converters.checkpoint import ConversionError, StateDict
+from converters.convert import check_match
 
 CONSTRUCTORS = {
     "convnext_tiny": "ConvNeXtTiny",
@@ -102,50 +104,24 @@ def names(
 
 
 def assign(
-    tensors: Mapping[str, np.ndarray],
-    model: keras.Model,
-    depths: tuple[int, ...],
-    include_top: bool,
+    state: StateDict, model: keras.Model, depths: tuple[int, ...], include_top: bool
 ) -> list[str]:
-    """Assign official-layout tensors to a keras.applications model, strictly. Returns the
-    checkpoint keys left out on purpose (the head, without the top)."""
+    """Assign an official-layout checkpoint to a keras.applications model, strictly. Returns
+    the checkpoint keys left out on purpose (the head, without the top)."""
     targets = list(names(model, depths, include_top))
-    keys = [key for key, _, _ in targets]
-    skipped = [] if include_top else [k for k in ("head.weight", "head.bias") if k in tensors]
-    missing = [k for k in keys if k not in tensors]
-    unexpected = [k for k in tensors if k not in keys and k not in skipped]
-    mismatched = []
-    for key, variable, kind in targets:
-        if key in tensors:
-            axes = mapping.TRANSPOSES[kind]
-            found = tensors[key].shape
-            expected = tuple(int(variable.shape[a]) for a in np.argsort(axes))
-            if tuple(found) != expected:
-                mismatched.append(f"{key}: expected {expected}, found {tuple(found)}")
-    if missing or unexpected or mismatched:
-        from converters.convert import summarise
-
-        parts = [
-            summarise(what, items)
-            for what, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape mismatch", mismatched),
-            )
-            if items
-        ]
-        raise ConversionError(
-            f"checkpoint does not match keras.applications {model.name}: {'; '.join(parts)}",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-        )
+    skipped = [] if include_top else [k for k in ("head.weight", "head.bias") if k in state.tensors]
+    expected = {  # in PyTorch's layout, as check_match reports shapes
+        key: tuple(int(variable.shape[a]) for a in np.argsort(mapping.TRANSPOSES[kind]))
+        for key, variable, kind in targets
+    }
+    used = {k: v for k, v in state.tensors.items() if k not in skipped}
+    check_match(dataclasses.replace(state, tensors=used), expected)
     assigned = {id(variable) for _, variable, _ in targets}
     if len(assigned) != len(targets) or assigned != {id(v) for v in model.weights}:
         raise ConversionError(f"keras.applications {model.name}: variables left unassigned")
     for key, variable, kind in targets:
-        value = np.ascontiguousarray(tensors[key].transpose(mapping.TRANSPOSES[kind]))
-        variable.assign(value.astype(variable.dtype))
+        value = np.ascontiguousarray(state.tensors[key].transpose(mapping.TRANSPOSES[kind]))
+        variable.assign(value.astype(variable.dtype, copy=False))
     return skipped
 
 
