@@ -41,6 +41,14 @@ def trunc_normal(std: float = 0.02) -> keras.initializers.Initializer:
     return keras.initializers.TruncatedNormal(stddev=std)
 
 
+def from_config_in_its_dtype(cls, config: dict):
+    """Rebuild a model with every sublayer in the saved dtype. Keras layers take the global
+    dtype policy at construction, so a float64 model would otherwise reload float32 inside."""
+    dtype = config.get("dtype")
+    with default_float(keras.dtype_policies.get(dtype) if dtype is not None else None):
+        return cls(**config)
+
+
 def drop_path(x, drop_prob: float = 0.0, training: bool = False, seed=None):
     """Zero whole samples of a residual branch (stochastic depth), rescaling the survivors."""
     if drop_prob == 0.0 or not training:
@@ -316,6 +324,8 @@ class ConvNeXt(keras.Model):
             else layers.Identity(name="head")
         )
 
+    from_config = classmethod(from_config_in_its_dtype)
+
     def build(self, input_shape) -> None:
         # Keras creates weights from input shapes: one symbolic pass builds every layer.
         self.forward_features(keras.KerasTensor(input_shape, dtype=self.compute_dtype))
@@ -398,6 +408,8 @@ class ConvNeXtBackbone(keras.Model):
         self.out_indices = tuple(out_indices)
         for i in self.out_indices:
             setattr(self, f"norm{i}", LayerNorm(dims[i], eps=1e-6, name=f"norm{i}"))
+
+    from_config = classmethod(from_config_in_its_dtype)
 
     def build(self, input_shape) -> None:
         # Keras creates weights from input shapes: one symbolic pass builds every layer.
@@ -486,6 +498,8 @@ class ConvNeXtIsotropic(keras.Model):
             if num_classes > 0
             else layers.Identity(name="head")
         )
+
+    from_config = classmethod(from_config_in_its_dtype)
 
     def build(self, input_shape) -> None:
         # Keras creates weights from input shapes: one symbolic pass builds every layer.

@@ -114,3 +114,13 @@ def test_export_saved_model_serves_any_size(tmp_path, atto):
     for height, width in [(32, 32), (61, 127)]:
         x = np.random.default_rng(4).standard_normal((3, height, width, 3)).astype("float32")
         np.testing.assert_allclose(served.serve(x), atto(x), rtol=1e-5, atol=1e-5)
+
+
+def test_float64_model_reloads_in_float64(tmp_path):
+    model = create_model("convnext_atto", num_classes=3, dtype="float64")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert {v.dtype for v in loaded.weights} == {"float64"}
+    x = np.random.default_rng(5).standard_normal((1, 40, 40, 3))
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
