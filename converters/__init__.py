@@ -1,43 +1,34 @@
-"""Strict, name-based conversion between PyTorch and Keras ConvNeXt weights."""
+"""Strict, name-based conversion between PyTorch and Keras ConvNeXt weights.
 
-import os
+This `__init__` imports nothing: `converters.spec` and `converters.mapping` stay free of
+PyTorch and TensorFlow, and the model packages import `converters.spec`. The names below are
+loaded on first use (PEP 562), so `from converters import torch_to_keras` still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ConversionError": "converters.errors",
+    "ModelSpec": "converters.spec",
+    "StateDict": "converters.checkpoint",
+    "load_state_dict": "converters.checkpoint",
+    "ConversionReport": "converters.convert",
+    "infer_spec": "converters.convert",
+    "resolve_spec": "converters.convert",
+    "keras_to_torch": "converters.convert",
+    "keras_variables": "converters.convert",
+    "torch_to_keras": "converters.convert",
+    "load_torch_model": "converters.convert",
+    "convert_file": "converters.pipeline",
+    "ConversionResult": "converters.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up notices (oneDNN, CPU features) silenced: they go
-    straight to file descriptor 2, ignore TF_CPP_MIN_LOG_LEVEL in TF 2.21, and would bury the
-    command line's one-line errors. Import errors still raise as usual."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-_import_tensorflow_quietly()
-
-from converters.checkpoint import ConversionError, StateDict, load_state_dict  # noqa: E402
-from converters.convert import (  # noqa: E402
-    ConversionReport,
-    infer_config,
-    keras_to_torch,
-    keras_variables,
-    torch_to_keras,
-)
-
-__all__ = [
-    "ConversionError",
-    "ConversionReport",
-    "StateDict",
-    "infer_config",
-    "keras_to_torch",
-    "keras_variables",
-    "load_state_dict",
-    "torch_to_keras",
-]
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'converters' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,22 +1,24 @@
 """The key layouts ConvNeXt checkpoints come in, and how each maps onto the official one.
 
 Reading renames a foreign layout into the official one (the names convnext_torch uses, which
-converters.mapping maps onto Keras); writing renames the other way. Each layout is one table of
-(official, foreign) key templates: {i}, {j}, {k} stand for indices and {p} for weight or bias.
-The first template that matches a whole key wins. A key no template matches is never guessed
-at: it is reported by name.
-
-Beside the names, two shapes differ: timm's small variants (atto..nano, built with
-conv_mlp=True) keep the MLP as 1x1 convolutions, (out, in, 1, 1) instead of (out, in); and timm
-keeps ConvNeXt V2's GRN parameters as (C,) instead of (1, 1, 1, C).
+converters.mapping maps onto Keras); writing renames the other way. Each layout is one
+`KeyLayout` record at the bottom of this file: its table of (official, foreign) key templates
+({i}, {j}, {k} stand for indices and {p} for weight or bias; the first template that matches a
+whole key wins), the keys that identify it, and its tensor fix-ups on reading and on writing.
+A key no template matches is never guessed at: it is reported by name. Adding a layout is
+adding a record.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
+
+from converters.errors import ConversionError
+from converters.spec import ModelSpec, name_of
 
 # official                            timm
 TIMM: tuple[tuple[str, str], ...] = (
@@ -53,17 +55,65 @@ HF: tuple[tuple[str, str], ...] = (
 # ConvNextV2ForImageClassification: the same names under "convnextv2." instead of "convnext."
 HF_V2 = tuple((official, hf.replace("convnext.", "convnextv2.", 1)) for official, hf in HF)
 
-LAYOUTS = {"official": (), "timm": TIMM, "hf": HF + HF_V2}
+MLP_WEIGHT = re.compile(r"stages\.\d+\.\d+\.pwconv[12]\.weight")
+GRN_PARAMETER = re.compile(r"stages\.\d+\.\d+\.grn\.(gamma|beta)")  # (1, 1, 1, C); timm: (C,)
 
-# Keys that tell the layouts apart (checked in this order).
-SIGNATURES = (
-    ("hf", "convnext.embeddings.patch_embeddings.weight"),
-    ("hf", "convnextv2.embeddings.patch_embeddings.weight"),
-    ("hf", "embeddings.patch_embeddings.weight"),  # ConvNextModel: no "convnext." prefix
-    ("timm", "stem.0.weight"),
-    ("official", "downsample_layers.0.0.weight"),
-    ("official", "stem.weight"),  # the isotropic models (official layout only)
-)
+ReadFixup = Callable[[str, np.ndarray], tuple[np.ndarray, str | None]]  # -> value, note
+WriteFixup = Callable[[str, np.ndarray, ModelSpec | None], tuple[np.ndarray, str | None]]
+
+
+def unchanged_on_read(key: str, value: np.ndarray) -> tuple[np.ndarray, str | None]:
+    return value, None
+
+
+def unchanged_on_write(key: str, value: np.ndarray, spec: ModelSpec | None):
+    return value, None
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """One key scheme: how its names map onto the official ones and what else differs."""
+
+    name: str
+    rules: tuple[tuple[str, str], ...]  # (official, foreign) templates; () is the official
+    signatures: tuple[str, ...]  # keys whose presence identifies the layout
+    on_read: ReadFixup = unchanged_on_read  # official key, foreign value -> official value
+    on_write: WriteFixup = unchanged_on_write  # official key, value, spec -> foreign value
+    normalise_key: Callable[[str], str] = str  # a foreign key before renaming
+
+    def to_official(
+        self, tensors: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+        """Rename a state_dict of this layout into the official one. Returns the renamed
+        tensors, the keys no rule matched (the caller refuses them), and notes on value
+        changes made."""
+        renamed, unmatched, notes = {}, [], []
+        for key, value in tensors.items():
+            official = rename(self.normalise_key(key), self.rules) if self.rules else key
+            if official is None:
+                unmatched.append(key)
+                continue
+            renamed[official], note = self.on_read(official, value)
+            if note and note not in notes:
+                notes.append(note)
+        return renamed, unmatched, notes
+
+    def from_official(
+        self, tensors: dict[str, np.ndarray], spec: ModelSpec | None = None
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Rename an official state_dict of a model of `spec` into this layout. Returns the
+        tensors and notes on value changes made. Raises ConversionError for a key the layout
+        has no name for (timm and Hugging Face have no isotropic ConvNeXt)."""
+        out, notes = {}, []
+        for key, value in tensors.items():
+            target = rename(key, self.rules, reverse=True) if self.rules else key
+            if target is None:
+                raise ConversionError(f"the {self.name} layout has no name for {key}")
+            out[target], note = self.on_write(key, value, spec)
+            if note and note not in notes:
+                notes.append(note)
+        return out, notes
+
 
 # timm builds these variants with conv_mlp=True: 1x1-conv MLP weights of shape (out, in, 1, 1).
 TIMM_CONV_MLP_VARIANTS = tuple(
@@ -71,8 +121,67 @@ TIMM_CONV_MLP_VARIANTS = tuple(
     for family in ("convnext", "convnextv2")
     for size in ("atto", "femto", "pico", "nano")
 )
-MLP_WEIGHT = re.compile(r"stages\.\d+\.\d+\.pwconv[12]\.weight")
-GRN_PARAMETER = re.compile(r"stages\.\d+\.\d+\.grn\.(gamma|beta)")  # (1, 1, 1, C); timm: (C,)
+
+
+def timm_read(key: str, value: np.ndarray) -> tuple[np.ndarray, str | None]:
+    if MLP_WEIGHT.fullmatch(key) and value.ndim == 4 and value.shape[2:] == (1, 1):
+        note = "1x1-conv MLP weights (out, in, 1, 1) read as Linear (out, in)"
+        return value.reshape(value.shape[:2]), note  # (out, in, 1, 1) -> (out, in)
+    if GRN_PARAMETER.fullmatch(key) and value.ndim == 1:
+        return value.reshape(1, 1, 1, -1), None  # timm's (C,) -> (1, 1, 1, C)
+    return value, None
+
+
+def timm_write(key: str, value: np.ndarray, spec: ModelSpec | None):
+    if MLP_WEIGHT.fullmatch(key) and timm_conv_mlp(spec):
+        return value.reshape((*value.shape, 1, 1)), "1x1-conv MLP weights"  # -> (out, in, 1, 1)
+    if GRN_PARAMETER.fullmatch(key):
+        return value.reshape(-1), None  # (1, 1, 1, C) -> timm's (C,)
+    return value, None
+
+
+def timm_conv_mlp(spec: ModelSpec | None) -> bool:
+    """Whether timm builds this model with its MLP as 1x1 convolutions (atto..nano)."""
+    return spec is not None and name_of(spec) in TIMM_CONV_MLP_VARIANTS
+
+
+def hf_prefixed(key: str) -> str:
+    """ConvNextModel (no classifier) saves its keys without the "convnext." prefix."""
+    if key.startswith(("convnext.", "convnextv2.", "classifier.")):
+        return key
+    return f"convnext.{key}"
+
+
+OFFICIAL = KeyLayout(
+    "official",
+    rules=(),
+    signatures=(
+        "downsample_layers.0.0.weight",
+        "stem.weight",  # the isotropic models (official layout only)
+    ),
+)
+TIMM_LAYOUT = KeyLayout(
+    "timm",
+    rules=TIMM,
+    signatures=("stem.0.weight",),
+    on_read=timm_read,
+    on_write=timm_write,
+)
+HF_LAYOUT = KeyLayout(
+    "hf",
+    rules=HF + HF_V2,
+    signatures=(
+        "convnext.embeddings.patch_embeddings.weight",
+        "convnextv2.embeddings.patch_embeddings.weight",
+        "embeddings.patch_embeddings.weight",  # ConvNextModel: no "convnext." prefix
+    ),
+    normalise_key=hf_prefixed,
+)
+
+# Every layout, in the order detect() tries their signatures.
+LAYOUTS: dict[str, KeyLayout] = {
+    layout.name: layout for layout in (HF_LAYOUT, TIMM_LAYOUT, OFFICIAL)
+}
 
 _PLACEHOLDER = {
     "i": r"(?P<i>\d+)",
@@ -104,9 +213,9 @@ def rename(key: str, rules: Iterable[tuple[str, str]], reverse: bool = False) ->
 def detect(keys: Iterable[str]) -> str | None:
     """The layout whose signature key is present, or None."""
     keys = set(keys)
-    for layout, signature in SIGNATURES:
-        if signature in keys:
-            return layout
+    for layout in LAYOUTS.values():
+        if any(signature in keys for signature in layout.signatures):
+            return layout.name
     if any(k.startswith(("downsample_layers.", "stages.", "blocks.")) for k in keys):
         return "official"  # the signature itself is missing: let strict accounting name it
     return None
@@ -115,47 +224,12 @@ def detect(keys: Iterable[str]) -> str | None:
 def to_official(
     tensors: dict[str, np.ndarray], layout: str
 ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
-    """Rename a foreign state_dict into the official layout. Returns the renamed tensors, the
-    keys no rule matched (the caller refuses them), and notes on value changes made."""
-    rules = LAYOUTS[layout]
-    if not rules:
-        return dict(tensors), [], []
-    renamed, unmatched, notes = {}, [], []
-    for key, value in tensors.items():
-        name = key
-        if layout == "hf" and not key.startswith(("convnext.", "convnextv2.", "classifier.")):
-            name = f"convnext.{key}"  # ConvNextModel (no classifier) saves without the prefix
-        official = rename(name, rules)
-        if official is None:
-            unmatched.append(key)
-            continue
-        if MLP_WEIGHT.fullmatch(official) and value.ndim == 4 and value.shape[2:] == (1, 1):
-            value = value.reshape(value.shape[:2])  # 1x1 conv (out, in, 1, 1) -> (out, in)
-            if not notes:
-                notes.append("1x1-conv MLP weights (out, in, 1, 1) read as Linear (out, in)")
-        if GRN_PARAMETER.fullmatch(official) and value.ndim == 1:
-            value = value.reshape(1, 1, 1, -1)  # timm's (C,) -> (1, 1, 1, C)
-        renamed[official] = value
-    return renamed, unmatched, notes
+    """Rename a state_dict of `layout` into the official one (see KeyLayout.to_official)."""
+    return LAYOUTS[layout].to_official(tensors)
 
 
 def from_official(
-    tensors: dict[str, np.ndarray], layout: str, conv_mlp: bool = False
-) -> dict[str, np.ndarray]:
-    """Rename an official state_dict into `layout`; `conv_mlp` writes timm's 1x1-conv MLP
-    weights (out, in, 1, 1). Raises ConversionError for a key the layout has no name for
-    (timm and Hugging Face have no isotropic ConvNeXt)."""
-    rules = LAYOUTS[layout]
-    out = {}
-    for key, value in tensors.items():
-        target = rename(key, rules, reverse=True) if rules else key
-        if target is None:
-            from converters.checkpoint import ConversionError
-
-            raise ConversionError(f"the {layout} layout has no name for {key}")
-        if conv_mlp and MLP_WEIGHT.fullmatch(key):
-            value = value.reshape((*value.shape, 1, 1))  # (out, in) -> (out, in, 1, 1)
-        if layout == "timm" and GRN_PARAMETER.fullmatch(key):
-            value = value.reshape(-1)  # (1, 1, 1, C) -> timm's (C,)
-        out[target] = value
-    return out
+    tensors: dict[str, np.ndarray], layout: str, spec: ModelSpec | None = None
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Rename an official state_dict into `layout` (see KeyLayout.from_official)."""
+    return LAYOUTS[layout].from_official(tensors, spec)

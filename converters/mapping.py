@@ -5,8 +5,9 @@ path, relative to the model, is the PyTorch key with "/" for "." and "kernel" fo
 
     stages.2/5/pwconv1/kernel   <->   stages.2.5.pwconv1.weight
 
-Layouts. What differs is the order of the axes, by kind of layer (LAYOUT_RULES says which key
-is which kind; TRANSPOSES gives the axes). Nothing is ever matched by position or by shape.
+Axis orders. What differs is the order of the axes, by kind of tensor (KIND_RULES says which
+key is which kind; TRANSPOSES gives the axes). Nothing is ever matched by position or by shape.
+("Layout", elsewhere in the project, means a checkpoint's key scheme: official, timm, hf.)
 
 Everything here is pure: names and numpy arrays in, names and numpy arrays out.
 """
@@ -31,7 +32,7 @@ TRANSPOSES: dict[str, tuple[int, ...]] = {
 
 # Which kind each PyTorch key is; the first full match wins.
 # PyTorch key (regex)                            kind
-LAYOUT_RULES: tuple[tuple[str, str], ...] = (
+KIND_RULES: tuple[tuple[str, str], ...] = (
     (r"downsample_layers\.0\.0\.weight",          "conv"),       # stem 4x4 / 4
     (r"downsample_layers\.[1-3]\.1\.weight",      "conv"),       # downsample 2x2 / 2
     (r"stem\.weight",                            "conv"),       # isotropic stem 16x16 / 16
@@ -49,31 +50,31 @@ def torch_key(keras_path: str) -> str:
     return ".".join([*layer_names, KERAS_TO_TORCH_NAME.get(variable, variable)])
 
 
-def layout(key: str) -> str:
+def tensor_kind(key: str) -> str:
     """The kind of tensor a PyTorch key holds, which decides its transpose."""
-    for pattern, kind in LAYOUT_RULES:
+    for pattern, kind in KIND_RULES:
         if re.fullmatch(pattern, key):
             return kind
-    raise KeyError(f"no layout rule for {key}")
+    raise KeyError(f"no tensor-kind rule for {key}")
 
 
 def to_keras(key: str, value: np.ndarray) -> np.ndarray:
     """A PyTorch tensor in Keras' axis order. Raises ValueError on the wrong number of axes."""
-    axes = TRANSPOSES[layout(key)]
+    axes = TRANSPOSES[tensor_kind(key)]
     _check_rank(key, value, axes)
     return np.ascontiguousarray(value.transpose(axes))
 
 
 def to_torch(key: str, value: np.ndarray) -> np.ndarray:
     """A Keras variable in PyTorch's axis order: the inverse permutation of to_keras."""
-    axes = TRANSPOSES[layout(key)]
+    axes = TRANSPOSES[tensor_kind(key)]
     _check_rank(key, value, axes)
     return np.ascontiguousarray(value.transpose(np.argsort(axes)))
 
 
 def torch_shape(key: str, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The PyTorch shape of a Keras variable of `keras_shape` under `key`."""
-    axes = TRANSPOSES[layout(key)]
+    axes = TRANSPOSES[tensor_kind(key)]
     return tuple(int(keras_shape[a]) for a in np.argsort(axes))
 
 

@@ -1,16 +1,29 @@
 """ConvNeXt in Keras 3, mirrored line for line by `convnext_torch`."""
 
+import importlib.util
 import os
 
 # Keras 3 picks its backend at first import; this package is written for TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from convnext_tf.model import (  # noqa: E402
+# TensorFlow is an extra (its CPU and GPU wheels are two packages): say so in one line, not
+# through Keras' traceback.
+if importlib.util.find_spec("tensorflow") is None:
+    raise ModuleNotFoundError(
+        "convnext_tf needs TensorFlow, which is not installed: "
+        "pip install 'convnext-parity[cpu]' (or '[gpu]' for CUDA), or install tensorflow yourself",
+        name="tensorflow",
+    )
+
+from converters.spec import (  # noqa: E402
     FAMILY_DEFAULTS,
-    GELU,
-    GRN,
     ISOTROPIC_VARIANTS,
     VARIANTS,
+    ModelSpec,
+)
+from convnext_tf.model import (  # noqa: E402
+    GELU,
+    GRN,
     Block,
     ConvNeXt,
     ConvNeXtBackbone,
@@ -19,24 +32,23 @@ from convnext_tf.model import (  # noqa: E402
     LayerNorm,
     create_backbone,
     create_model,
-    default_float,
     drop_path,
 )
 
 __all__ = [
+    "FAMILY_DEFAULTS",
     "GELU",
+    "GRN",
+    "ISOTROPIC_VARIANTS",
     "VARIANTS",
     "Block",
     "ConvNeXt",
     "ConvNeXtBackbone",
     "ConvNeXtIsotropic",
     "DropPath",
-    "FAMILY_DEFAULTS",
-    "GRN",
-    "ISOTROPIC_VARIANTS",
     "LayerNorm",
+    "ModelSpec",
     "create_backbone",
     "create_model",
-    "default_float",
     "drop_path",
 ]

@@ -20,18 +20,20 @@ Differences from the twin file (convnext_torch/model.py):
   normal std 0.02. Keras' TruncatedNormal cuts at 2 std; PyTorch's trunc_normal_ cuts at +-2
   absolute (100 std). Either is a fine initialisation; checkpoints are what must match.
 - Weights are created when the model is built: create_model builds it for any (H, W).
-- dtype: create_model(..., dtype="float64") builds every layer in float64; Keras layers take
-  the global dtype policy at construction, PyTorch converts afterwards with .double().
+- dtype: a Keras layer's dtype policy is fixed at construction, so every sublayer gets
+  `dtype=self.dtype_policy` (keras-hub's convention): ConvNeXt(dtype="float64") is float64 all
+  the way down, and a mixed policy (float32 weights, bfloat16 compute) too. PyTorch converts
+  a built model instead, with .double().
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import keras
 from keras import layers, ops
+
+from converters.spec import ModelSpec, as_backbone, resolve
 
 SQRT_HALF = 1 / math.sqrt(2)  # a Python float: stays float64 in float64 models
 
@@ -41,12 +43,13 @@ def trunc_normal(std: float = 0.02) -> keras.initializers.Initializer:
     return keras.initializers.TruncatedNormal(stddev=std)
 
 
-def from_config_in_its_dtype(cls, config: dict):
-    """Rebuild a model with every sublayer in the saved dtype. Keras layers take the global
-    dtype policy at construction, so a float64 model would otherwise reload float32 inside."""
-    dtype = config.get("dtype")
-    with default_float(keras.dtype_policies.get(dtype) if dtype is not None else None):
-        return cls(**config)
+def sequential(sublayers: list, name: str, dtype) -> keras.Sequential:
+    """keras.Sequential in the given dtype policy. Keras-only: keras.Sequential takes no dtype
+    argument, and until built it would cast its input to the global policy (float64 inputs
+    rounded to float32 on the first call)."""
+    model = keras.Sequential(sublayers, name=name)
+    model.dtype_policy = dtype
+    return model
 
 
 def drop_path(x, drop_prob: float = 0.0, training: bool = False, seed=None):
@@ -180,18 +183,30 @@ class Block(layers.Layer):
         self.layer_scale_init_value = layer_scale_init_value
         self.use_grn = use_grn
         self.dwconv = layers.DepthwiseConv2D(  # "same" at stride 1 and 7x7 pads 3 on every side
-            7, padding="same", depthwise_initializer=trunc_normal(), name="dwconv"
+            7,
+            padding="same",
+            depthwise_initializer=trunc_normal(),
+            name="dwconv",
+            dtype=self.dtype_policy,
         )
-        self.norm = LayerNorm(dim, eps=1e-6, name="norm")
-        self.pwconv1 = layers.Dense(4 * dim, kernel_initializer=trunc_normal(), name="pwconv1")
-        self.act = GELU(name="act")
-        self.grn = GRN(4 * dim, name="grn") if use_grn else layers.Identity(name="grn")
-        self.pwconv2 = layers.Dense(dim, kernel_initializer=trunc_normal(), name="pwconv2")
+        self.norm = LayerNorm(dim, eps=1e-6, name="norm", dtype=self.dtype_policy)
+        self.pwconv1 = layers.Dense(
+            4 * dim, kernel_initializer=trunc_normal(), name="pwconv1", dtype=self.dtype_policy
+        )
+        self.act = GELU(name="act", dtype=self.dtype_policy)
+        self.grn = (
+            GRN(4 * dim, name="grn", dtype=self.dtype_policy)
+            if use_grn
+            else layers.Identity(name="grn", dtype=self.dtype_policy)
+        )
+        self.pwconv2 = layers.Dense(
+            dim, kernel_initializer=trunc_normal(), name="pwconv2", dtype=self.dtype_policy
+        )
         self.gamma = None  # created in build() when layer_scale_init_value > 0
         self.drop_path = (
-            DropPath(drop_path, name="drop_path")
+            DropPath(drop_path, name="drop_path", dtype=self.dtype_policy)
             if drop_path > 0.0
-            else layers.Identity(name="drop_path")
+            else layers.Identity(name="drop_path", dtype=self.dtype_policy)
         )
 
     def build(self, input_shape) -> None:
@@ -265,7 +280,7 @@ class ConvNeXt(keras.Model):
         self.head_init_scale = head_init_scale
         self.use_grn = use_grn
         self.downsample_layers = []  # the stem, then 3 downsampling layers
-        stem = keras.Sequential(
+        stem = sequential(
             [
                 layers.Conv2D(  # "valid": floors like PyTorch
                     dims[0],
@@ -274,16 +289,20 @@ class ConvNeXt(keras.Model):
                     padding="valid",
                     kernel_initializer=trunc_normal(),
                     name="0",
+                    dtype=self.dtype_policy,
                 ),
-                LayerNorm(dims[0], eps=1e-6, name="1"),  # "channels_first" in PyTorch
+                # "channels_first" in PyTorch; C is last here
+                LayerNorm(dims[0], eps=1e-6, name="1", dtype=self.dtype_policy),
             ],
             name="downsample_layers.0",
+            dtype=self.dtype_policy,
         )
         self.downsample_layers.append(stem)
         for i in range(3):
-            downsample_layer = keras.Sequential(
+            downsample_layer = sequential(
                 [
-                    LayerNorm(dims[i], eps=1e-6, name="0"),  # "channels_first" in PyTorch
+                    # "channels_first" in PyTorch; C is last here
+                    LayerNorm(dims[i], eps=1e-6, name="0", dtype=self.dtype_policy),
                     layers.Conv2D(  # "valid": floors like PyTorch
                         dims[i + 1],
                         2,
@@ -291,9 +310,11 @@ class ConvNeXt(keras.Model):
                         padding="valid",
                         kernel_initializer=trunc_normal(),
                         name="1",
+                        dtype=self.dtype_policy,
                     ),
                 ],
                 name=f"downsample_layers.{i + 1}",
+                dtype=self.dtype_policy,
             )
             self.downsample_layers.append(downsample_layer)
 
@@ -302,29 +323,37 @@ class ConvNeXt(keras.Model):
         dp_rates = [drop_path_rate * k / max(n_blocks - 1, 1) for k in range(n_blocks)]
         cur = 0
         for i in range(4):
-            stage = keras.Sequential(
+            stage = sequential(
                 [
-                    Block(dims[i], dp_rates[cur + j], layer_scale_init_value, use_grn, name=str(j))
+                    Block(
+                        dims[i],
+                        dp_rates[cur + j],
+                        layer_scale_init_value,
+                        use_grn,
+                        name=str(j),
+                        dtype=self.dtype_policy,
+                    )
                     for j in range(depths[i])
                 ],
                 name=f"stages.{i}",
+                dtype=self.dtype_policy,
             )
             self.stages.append(stage)
             cur += depths[i]
 
-        self.norm = LayerNorm(dims[-1], eps=1e-6, name="norm")  # after pooling
+        # after pooling
+        self.norm = LayerNorm(dims[-1], eps=1e-6, name="norm", dtype=self.dtype_policy)
         self.head = (
             layers.Dense(
                 num_classes,
                 kernel_initializer=trunc_normal(0.02 * head_init_scale),
                 bias_initializer="zeros",  # zero times head_init_scale
                 name="head",
+                dtype=self.dtype_policy,
             )
             if num_classes > 0
-            else layers.Identity(name="head")
+            else layers.Identity(name="head", dtype=self.dtype_policy)
         )
-
-    from_config = classmethod(from_config_in_its_dtype)
 
     def build(self, input_shape) -> None:
         # Keras creates weights from input shapes: one symbolic pass builds every layer.
@@ -401,15 +430,24 @@ class ConvNeXtBackbone(keras.Model):
         self.layer_scale_init_value = layer_scale_init_value
         self.use_grn = use_grn
         trunk = ConvNeXt(
-            in_chans, 0, depths, dims, drop_path_rate, layer_scale_init_value, 1.0, use_grn
+            in_chans=in_chans,
+            num_classes=0,
+            depths=depths,
+            dims=dims,
+            drop_path_rate=drop_path_rate,
+            layer_scale_init_value=layer_scale_init_value,
+            use_grn=use_grn,
+            dtype=self.dtype_policy,
         )
         self.downsample_layers = trunk.downsample_layers  # the classifier's, without its top
         self.stages = trunk.stages
         self.out_indices = tuple(out_indices)
         for i in self.out_indices:
-            setattr(self, f"norm{i}", LayerNorm(dims[i], eps=1e-6, name=f"norm{i}"))
-
-    from_config = classmethod(from_config_in_its_dtype)
+            setattr(
+                self,
+                f"norm{i}",
+                LayerNorm(dims[i], eps=1e-6, name=f"norm{i}", dtype=self.dtype_policy),
+            )
 
     def build(self, input_shape) -> None:
         # Keras creates weights from input shapes: one symbolic pass builds every layer.
@@ -480,26 +518,38 @@ class ConvNeXtIsotropic(keras.Model):
         self.layer_scale_init_value = layer_scale_init_value
         self.head_init_scale = head_init_scale
         self.stem = layers.Conv2D(  # "valid": floors like PyTorch
-            dim, 16, strides=16, padding="valid", kernel_initializer=trunc_normal(), name="stem"
+            dim,
+            16,
+            strides=16,
+            padding="valid",
+            kernel_initializer=trunc_normal(),
+            name="stem",
+            dtype=self.dtype_policy,
         )
         dp_rates = [drop_path_rate * k / max(depth - 1, 1) for k in range(depth)]
-        self.blocks = keras.Sequential(
-            [Block(dim, dp_rates[i], layer_scale_init_value, name=str(i)) for i in range(depth)],
+        self.blocks = sequential(
+            [
+                Block(
+                    dim, dp_rates[i], layer_scale_init_value, name=str(i), dtype=self.dtype_policy
+                )
+                for i in range(depth)
+            ],
             name="blocks",
+            dtype=self.dtype_policy,
         )
-        self.norm = LayerNorm(dim, eps=1e-6, name="norm")  # after pooling
+        # after pooling
+        self.norm = LayerNorm(dim, eps=1e-6, name="norm", dtype=self.dtype_policy)
         self.head = (
             layers.Dense(
                 num_classes,
                 kernel_initializer=trunc_normal(0.02 * head_init_scale),
                 bias_initializer="zeros",  # zero times head_init_scale
                 name="head",
+                dtype=self.dtype_policy,
             )
             if num_classes > 0
-            else layers.Identity(name="head")
+            else layers.Identity(name="head", dtype=self.dtype_policy)
         )
-
-    from_config = classmethod(from_config_in_its_dtype)
 
     def build(self, input_shape) -> None:
         # Keras creates weights from input shapes: one symbolic pass builds every layer.
@@ -531,85 +581,33 @@ class ConvNeXtIsotropic(keras.Model):
         }
 
 
-# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), and ConvNeXt V2
-# (Woo et al. 2023: GRN, no layer scale; see FAMILY_DEFAULTS). Parameter counts are for 1000
-# classes and 3 input channels.
-# name                  depths           dims                         parameters
-VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "convnext_atto":     ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
-    "convnext_femto":    ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
-    "convnext_pico":     ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
-    "convnext_nano":     ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
-    "convnext_tiny":     ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
-    "convnext_small":    ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
-    "convnext_base":     ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
-    "convnext_large":    ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
-    "convnext_xlarge":   ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
-    "convnextv2_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,708,400
-    "convnextv2_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,233,240
-    "convnextv2_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,066,280
-    "convnextv2_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,623,800
-    "convnextv2_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,635,496
-    "convnextv2_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,717,800
-    "convnextv2_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,956,840
-    "convnextv2_huge":   ((3, 3, 27, 3),  (352, 704, 1408, 2816)),  # 660,289,640
-}  # fmt: skip
-
-# The isotropic models of the paper. The released small and base have no layer scale, large has.
-# name                         depth  dim   layer scale  parameters
-ISOTROPIC_VARIANTS: dict[str, tuple[int, int, float]] = {
-    "convnext_isotropic_small":  (18,   384,  0.0),     #  22,308,712
-    "convnext_isotropic_base":   (18,   768,  0.0),     #  87,083,752
-    "convnext_isotropic_large":  (36,   1024, 1e-6),    # 305,942,504
-}  # fmt: skip
-
-# What a family changes beyond depths and dims (the prefix of the variant name).
-FAMILY_DEFAULTS: dict[str, dict] = {
-    "convnext": {},
-    "convnextv2": {"use_grn": True, "layer_scale_init_value": 0.0},
-}
-
-
-def create_model(name: str, dtype: str | None = None, **overrides) -> ConvNeXt | ConvNeXtIsotropic:
-    """Build a variant by name, with its weights created for inputs of any (H, W);
-    `overrides` are arguments of its class (num_classes, in_chans, drop_path_rate,
-    layer_scale_init_value, head_init_scale, and use_grn for ConvNeXt). `dtype` ("float32",
-    "float64") sets every layer's dtype; the default is Keras' global dtype policy."""
-    with default_float(dtype):
-        if name in ISOTROPIC_VARIANTS:
-            depth, dim, layer_scale_init_value = ISOTROPIC_VARIANTS[name]
-            overrides = {"layer_scale_init_value": layer_scale_init_value, **overrides}
-            model = ConvNeXtIsotropic(depth=depth, dim=dim, name=name, **overrides)
-        elif name in VARIANTS:
-            depths, dims = VARIANTS[name]
-            family = FAMILY_DEFAULTS[name.split("_")[0]]
-            model = ConvNeXt(depths=depths, dims=dims, name=name, **{**family, **overrides})
-        else:
-            known = ", ".join([*VARIANTS, *ISOTROPIC_VARIANTS])
-            raise ValueError(f"unknown variant {name!r}; known: {known}")
-        model(keras.Input(shape=(None, None, model.in_chans)))  # builds; export() needs a call
+def create_model(
+    name_or_spec: str | ModelSpec, dtype=None, **overrides
+) -> ConvNeXt | ConvNeXtBackbone | ConvNeXtIsotropic:
+    """Build a model from a variant name or a ModelSpec (converters.spec: the one description
+    both frameworks share), with its weights created for inputs of any (H, W). `overrides` are
+    ModelSpec fields: num_classes, in_chans, drop_path_rate, layer_scale_init_value,
+    head_init_scale, use_grn, ... `dtype` is a Keras dtype policy ("float32", "float64",
+    "mixed_bfloat16", ...) for every layer; None takes Keras' global policy."""
+    spec = resolve(name_or_spec, **overrides)
+    model_class = {
+        "classifier": ConvNeXt,
+        "backbone": ConvNeXtBackbone,
+        "isotropic": ConvNeXtIsotropic,
+    }[spec.kind]
+    model = model_class(**spec.arguments(), name=spec.name, dtype=dtype)
+    model(keras.Input(shape=(None, None, spec.in_chans)))  # builds; export() needs a call
     return model
 
 
-def create_backbone(name: str, dtype: str | None = None, **overrides) -> ConvNeXtBackbone:
-    """Build a variant (not isotropic) as a detection backbone, for inputs of any (H, W);
-    `overrides` are ConvNeXtBackbone arguments (out_indices, in_chans, drop_path_rate, ...)."""
-    if name not in VARIANTS:
-        raise ValueError(f"no backbone form of {name!r}; known: {', '.join(VARIANTS)}")
-    depths, dims = VARIANTS[name]
-    family = FAMILY_DEFAULTS[name.split("_")[0]]
-    with default_float(dtype):
-        model = ConvNeXtBackbone(depths=depths, dims=dims, name=name, **{**family, **overrides})
-        model(keras.Input(shape=(None, None, model.in_chans)))
-    return model
-
-
-@contextlib.contextmanager
-def default_float(dtype: str | None) -> Iterator[None]:
-    """Temporarily set Keras' global dtype policy, which layers take at construction."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype or previous)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
+def create_backbone(
+    name_or_spec: str | ModelSpec,
+    out_indices: tuple[int, ...] = (0, 1, 2, 3),
+    dtype=None,
+    **overrides,
+) -> ConvNeXtBackbone:
+    """Build a variant (not isotropic) as a detection backbone returning the stages in
+    `out_indices`, for inputs of any (H, W); `overrides` are ModelSpec fields (in_chans,
+    drop_path_rate, ...)."""
+    spec = as_backbone(resolve(name_or_spec, **overrides), out_indices)
+    return create_model(spec, dtype=dtype)

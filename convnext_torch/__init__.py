@@ -1,10 +1,13 @@
 """ConvNeXt in PyTorch, mirrored line for line by `convnext_tf`."""
 
-from convnext_torch.model import (
+from converters.spec import (
     FAMILY_DEFAULTS,
-    GRN,
     ISOTROPIC_VARIANTS,
     VARIANTS,
+    ModelSpec,
+)
+from convnext_torch.model import (
+    GRN,
     Block,
     ConvNeXt,
     ConvNeXtBackbone,
@@ -17,16 +20,17 @@ from convnext_torch.model import (
 )
 
 __all__ = [
+    "FAMILY_DEFAULTS",
+    "GRN",
+    "ISOTROPIC_VARIANTS",
     "VARIANTS",
     "Block",
     "ConvNeXt",
     "ConvNeXtBackbone",
     "ConvNeXtIsotropic",
     "DropPath",
-    "FAMILY_DEFAULTS",
-    "GRN",
-    "ISOTROPIC_VARIANTS",
     "LayerNorm",
+    "ModelSpec",
     "create_backbone",
     "create_model",
     "drop_path",

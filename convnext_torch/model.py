@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from converters.spec import ModelSpec, as_backbone, resolve
+
 
 def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
     """Zero whole samples of a residual branch (stochastic depth), rescaling the survivors."""
@@ -270,7 +272,13 @@ class ConvNeXtBackbone(nn.Module):
     ):
         super().__init__()
         trunk = ConvNeXt(
-            in_chans, 0, depths, dims, drop_path_rate, layer_scale_init_value, 1.0, use_grn
+            in_chans=in_chans,
+            num_classes=0,
+            depths=depths,
+            dims=dims,
+            drop_path_rate=drop_path_rate,
+            layer_scale_init_value=layer_scale_init_value,
+            use_grn=use_grn,
         )
         self.downsample_layers = trunk.downsample_layers  # the classifier's, without its top
         self.stages = trunk.stages
@@ -347,65 +355,24 @@ class ConvNeXtIsotropic(nn.Module):
         return self.head(x)
 
 
-# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), and ConvNeXt V2
-# (Woo et al. 2023: GRN, no layer scale; see FAMILY_DEFAULTS). Parameter counts are for 1000
-# classes and 3 input channels.
-# name                  depths           dims                         parameters
-VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "convnext_atto":     ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
-    "convnext_femto":    ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
-    "convnext_pico":     ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
-    "convnext_nano":     ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
-    "convnext_tiny":     ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
-    "convnext_small":    ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
-    "convnext_base":     ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
-    "convnext_large":    ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
-    "convnext_xlarge":   ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
-    "convnextv2_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,708,400
-    "convnextv2_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,233,240
-    "convnextv2_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,066,280
-    "convnextv2_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,623,800
-    "convnextv2_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,635,496
-    "convnextv2_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,717,800
-    "convnextv2_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,956,840
-    "convnextv2_huge":   ((3, 3, 27, 3),  (352, 704, 1408, 2816)),  # 660,289,640
-}  # fmt: skip
-
-# The isotropic models of the paper. The released small and base have no layer scale, large has.
-# name                         depth  dim   layer scale  parameters
-ISOTROPIC_VARIANTS: dict[str, tuple[int, int, float]] = {
-    "convnext_isotropic_small":  (18,   384,  0.0),     #  22,308,712
-    "convnext_isotropic_base":   (18,   768,  0.0),     #  87,083,752
-    "convnext_isotropic_large":  (36,   1024, 1e-6),    # 305,942,504
-}  # fmt: skip
-
-# What a family changes beyond depths and dims (the prefix of the variant name).
-FAMILY_DEFAULTS: dict[str, dict] = {
-    "convnext": {},
-    "convnextv2": {"use_grn": True, "layer_scale_init_value": 0.0},
-}
+def create_model(
+    name_or_spec: str | ModelSpec, **overrides
+) -> ConvNeXt | ConvNeXtBackbone | ConvNeXtIsotropic:
+    """Build a model from a variant name or a ModelSpec (converters.spec: the one description
+    both frameworks share). `overrides` are ModelSpec fields: num_classes, in_chans,
+    drop_path_rate, layer_scale_init_value, head_init_scale, use_grn, ..."""
+    spec = resolve(name_or_spec, **overrides)
+    model_class = {
+        "classifier": ConvNeXt,
+        "backbone": ConvNeXtBackbone,
+        "isotropic": ConvNeXtIsotropic,
+    }[spec.kind]
+    return model_class(**spec.arguments())
 
 
-def create_model(name: str, **overrides) -> ConvNeXt | ConvNeXtIsotropic:
-    """Build a variant by name; `overrides` are arguments of its class (num_classes, in_chans,
-    drop_path_rate, layer_scale_init_value, head_init_scale, and use_grn for ConvNeXt)."""
-    if name in ISOTROPIC_VARIANTS:
-        depth, dim, layer_scale_init_value = ISOTROPIC_VARIANTS[name]
-        overrides = {"layer_scale_init_value": layer_scale_init_value, **overrides}
-        return ConvNeXtIsotropic(depth=depth, dim=dim, **overrides)
-    if name not in VARIANTS:
-        known = ", ".join([*VARIANTS, *ISOTROPIC_VARIANTS])
-        raise ValueError(f"unknown variant {name!r}; known: {known}")
-    depths, dims = VARIANTS[name]
-    family = FAMILY_DEFAULTS[name.split("_")[0]]
-    return ConvNeXt(depths=depths, dims=dims, **{**family, **overrides})
-
-
-def create_backbone(name: str, **overrides) -> ConvNeXtBackbone:
-    """Build a variant (not isotropic) as a detection backbone; `overrides` are
-    ConvNeXtBackbone arguments (out_indices, in_chans, drop_path_rate, ...)."""
-    if name not in VARIANTS:
-        raise ValueError(f"no backbone form of {name!r}; known: {', '.join(VARIANTS)}")
-    depths, dims = VARIANTS[name]
-    family = FAMILY_DEFAULTS[name.split("_")[0]]
-    return ConvNeXtBackbone(depths=depths, dims=dims, **{**family, **overrides})
+def create_backbone(
+    name_or_spec: str | ModelSpec, out_indices: tuple[int, ...] = (0, 1, 2, 3), **overrides
+) -> ConvNeXtBackbone:
+    """Build a variant (not isotropic) as a detection backbone returning the stages in
+    `out_indices`; `overrides` are ModelSpec fields (in_chans, drop_path_rate, ...)."""
+    return create_model(as_backbone(resolve(name_or_spec, **overrides), out_indices))

@@ -1,0 +1,32 @@
+"""The error every reader, checker and writer raises, below every other module.
+
+Framework-free: checkpoint.py, formats.py, files.py and the command line all import it, and it
+imports nothing of theirs.
+"""
+
+from __future__ import annotations
+
+
+class ConversionError(Exception):
+    """A checkpoint that cannot be converted exactly; the message is one line naming why.
+
+    Messages name the library's parameters in backquotes (`variant`, `ema`): the command line
+    shows those as its flags (--variant, --ema)."""
+
+    def __init__(
+        self,
+        message: str,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mismatched: list[str] | None = None,
+    ):
+        super().__init__(message)
+        self.missing = missing or []
+        self.unexpected = unexpected or []
+        self.mismatched = mismatched or []
+
+
+def first_sentence(error: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run to a paragraph)."""
+    text = " ".join(str(error).split())
+    return text.split(". ")[0].rstrip(".") if text else f"{type(error).__name__}: empty file"
