@@ -19,12 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from converters.startup import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
-import converters  # noqa: E402,F401  (imports TensorFlow quietly)
 import convnext_tf  # noqa: E402
 import convnext_torch  # noqa: E402
 from converters import torch_to_keras  # noqa: E402

@@ -16,18 +16,36 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import converters  # noqa: E402,F401  (imports TensorFlow quietly)
-from convnext_torch import ISOTROPIC_VARIANTS, VARIANTS  # noqa: E402
-from tests.helpers import (  # noqa: E402
-    ODD_SIZE,
-    converted_keras_model,
-    differences,
-    images,
-    keras_outputs,
-    random_torch_model,
-    torch_outputs,
-)
-from tests.test_parity import SMALL  # noqa: E402
+from converters.startup import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import convnext_tf  # noqa: E402
+import convnext_torch  # noqa: E402
+from converters.convert import torch_to_keras  # noqa: E402
+from converters.parity import differences, keras_outputs, randomize_, torch_outputs  # noqa: E402
+from converters.spec import names  # noqa: E402
+
+ODD_SIZE = (61, 127)  # as the tests: a remainder at the stem and an odd size at every downsample
+SMALL = ["convnext_atto", "convnext_tiny", "convnextv2_atto"]  # also at 224x224
+
+
+def images(height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((2, 3, height, width))
+
+
+def random_torch_model(variant: str, seed: int) -> torch.nn.Module:
+    with torch.device("meta"):  # its own initialisation would be overwritten anyway
+        model = convnext_torch.create_model(variant)
+    return randomize_(model.to_empty(device="cpu"), seed=seed)
+
+
+def converted_keras_model(torch_model: torch.nn.Module, variant: str, dtype: str):
+    keras_model = convnext_tf.create_model(variant, dtype=dtype)
+    torch_to_keras(torch_model.state_dict(), keras_model)
+    return keras_model
 
 
 def measure(variant: str, height: int, width: int, seed: int) -> str:
@@ -60,7 +78,7 @@ def main() -> None:
         "| worst gap / PyTorch err (any stage) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for variant in [*VARIANTS, *ISOTROPIC_VARIANTS]:
+    for variant in names():
         lines.append(measure(variant, *ODD_SIZE, seed=1))
         print(lines[-1], flush=True)
     for variant in SMALL:

@@ -23,30 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class ConversionError(Exception):
-    """A checkpoint that cannot be converted exactly; the message is one line naming why."""
-
-    def __init__(
-        self,
-        message: str,
-        missing: list[str] | None = None,
-        unexpected: list[str] | None = None,
-        mismatched: list[str] | None = None,
-    ):
-        super().__init__(message)
-        self.missing = missing or []
-        self.unexpected = unexpected or []
-        self.mismatched = mismatched or []
-
+from converters import formats
+from converters.errors import ConversionError, first_sentence
 
 # Harmless globals found in real training checkpoints, allowed by the weights-only unpickler:
 # official ConvNeXt checkpoints keep their command line as an argparse.Namespace under "args".
 SAFE_GLOBALS = [argparse.Namespace]
 
 WRAPPER_KEYS = ("model", "state_dict")  # where training checkpoints keep the weights
-EMA_KEY = "model_ema"  # official training checkpoints keep the EMA weights here
+# Where training checkpoints keep EMA weights: the official code, timm's train.py, others.
+EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
+# Prefixes that wrap every key of a model saved from inside a wrapper: DataParallel and
+# DistributedDataParallel add "module.", torch.compile "_orig_mod." (both can stack).
+WRAPPER_PREFIXES = {"module.": "DataParallel", "_orig_mod.": "torch.compile"}
 DIRECTORY_FILES = ("model.safetensors", "pytorch_model.bin")  # Hugging Face's names
+# The largest tensor any model this project builds could hold (convnextv2_huge's 4C x C MLP is
+# 22M; a head for 100k classes of xxlarge width is 300M): a bound on what is materialised.
+MAX_TENSOR_ELEMENTS = 1 << 29
 
 
 @dataclass
@@ -65,30 +58,36 @@ class StateDict:
     outside_backbone: tuple[str, ...] = ()  # a detection checkpoint's neck and heads, not read
 
     @property
+    def ema_key(self) -> str | None:
+        """The entry holding EMA weights that were not taken, if the file has one."""
+        return next((key for key in EMA_KEYS if key in self.skipped), None)
+
+    @property
     def has_ema(self) -> bool:
-        return EMA_KEY in self.skipped
+        return self.ema_key is not None
 
 
 def load_state_dict(
-    source: str | Path | Mapping, layout: str = "auto", ema: bool = False
+    source: str | Path | Mapping, layout: str = "auto", ema: bool = False, key: str | None = None
 ) -> StateDict:
     """The state_dict of `source` (a path or a mapping) in the official layout. `layout` is
     "auto" (detected from the keys), "official", "timm" or "hf"; `ema` takes the EMA weights of
-    a training checkpoint. Raises ConversionError for anything that is not exactly that."""
-    from converters import formats
-
+    a training checkpoint; `key` names the entry that holds the weights, for a wrapper this
+    reader does not know. Raises ConversionError for anything that is not exactly that."""
     where = str(source) if isinstance(source, (str, Path)) else "state_dict"
-    config = None
+    config, notes = None, []
     if isinstance(source, (str, Path)):
-        obj, config = read_file(Path(source))
+        obj, config, notes = read_file(Path(source))
     else:
         obj = source
-    state, wrapper, skipped = unwrap(obj, where, ema)
+    state, wrapper, skipped = unwrap(obj, where, ema, key)
     bad_keys = [k for k in state if not isinstance(k, str)]
     if bad_keys:
         raise ConversionError(f"{where}: not a state_dict: key {bad_keys[0]!r} is not a string")
+    state, stripped = strip_wrapper_prefixes(state)
+    notes += stripped
     state, outside_backbone = take_backbone(state)
-    tensors = {key: to_numpy(value, where, key) for key, value in state.items()}
+    tensors = {name: to_numpy(value, where, name) for name, value in state.items()}
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
 
     detected = formats.detect(tensors)
@@ -100,7 +99,7 @@ def load_state_dict(
                 f"layout (found {sample})"
             )
         layout = detected
-    tensors, unmatched, notes = formats.to_official(tensors, layout)
+    tensors, unmatched, renamed_notes = formats.to_official(tensors, layout)
     if unmatched:
         more = f", and {len(unmatched) - 4} more" if len(unmatched) > 4 else ""
         looks_like = detected not in (None, layout)
@@ -117,11 +116,24 @@ def load_state_dict(
         tuple(dtypes),
         nonfinite,
         layout,
-        tuple(notes),
+        tuple(notes + renamed_notes),
         skipped,
-        config,
+        config if isinstance(config, dict) else None,
         outside_backbone,
     )
+
+
+def strip_wrapper_prefixes(state: Mapping) -> tuple[Mapping, list[str]]:
+    """Remove a "module." or "_orig_mod." prefix that every key carries (a model saved from
+    inside DataParallel / DistributedDataParallel or torch.compile), saying so."""
+    notes = []
+    for prefix, wrapper in WRAPPER_PREFIXES.items():
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key.removeprefix(prefix): value for key, value in state.items()}
+            notes.append(f"removed the prefix {prefix!r} ({wrapper}) from all {len(state)} keys")
+    if state and all(key.startswith("module.") for key in state):  # module._orig_mod.module.
+        return strip_wrapper_prefixes(state)[0], notes
+    return state, notes
 
 
 def take_backbone(state: Mapping) -> tuple[Mapping, tuple[str, ...]]:
@@ -136,29 +148,36 @@ def take_backbone(state: Mapping) -> tuple[Mapping, tuple[str, ...]]:
     return backbone, tuple(k for k in state if not k.startswith("backbone."))
 
 
-def read_file(path: Path) -> tuple[object, dict | None]:
-    """The object stored at `path` and, for a Hugging Face directory, its config.json."""
+def read_file(path: Path) -> tuple[object, object, list[str]]:
+    """The object stored at `path`, a Hugging Face directory's config.json (else None), and
+    notes on what was read."""
     if not path.exists():
         raise ConversionError(f"{path}: no such file")
     if path.is_dir():
         return read_directory(path)
+    if not path.is_file():  # a FIFO would block forever, a device never end
+        raise ConversionError(f"{path}: not a regular file")
     if path.name.endswith(".safetensors"):
-        return read_safetensors(path), None
-    return read_checkpoint(path), None
+        return read_safetensors(path), None, []
+    return read_checkpoint(path), None, []
 
 
-def read_directory(path: Path) -> tuple[object, dict | None]:
+def read_directory(path: Path) -> tuple[object, object, list[str]]:
     config = None
     if (path / "config.json").is_file():
         try:
             config = json.loads((path / "config.json").read_text())
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             reason = first_sentence(e)
             raise ConversionError(f"{path / 'config.json'}: not JSON ({reason})") from None
-    for name in DIRECTORY_FILES:
-        if (path / name).is_file():
-            return read_file(path / name)[0], config
-    raise ConversionError(f"{path}: a directory without {' or '.join(DIRECTORY_FILES)}")
+        if not isinstance(config, dict):
+            kind = type(config).__name__
+            raise ConversionError(f"{path / 'config.json'}: holds a {kind}, not a JSON object")
+    found = [name for name in DIRECTORY_FILES if (path / name).is_file()]
+    if not found:
+        raise ConversionError(f"{path}: a directory without {' or '.join(DIRECTORY_FILES)}")
+    notes = [f"read {found[0]}; {', '.join(found[1:])} also there, not read"] if found[1:] else []
+    return read_file(path / found[0])[0], config, notes
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -173,8 +192,16 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ConversionError(f"{path}: not a readable safetensors file ({text})") from None
 
 
+# Opcodes pickle protocols 4 and 5 add (FRAME, SHORT_BINUNICODE, MEMOIZE, ...): torch.save
+# with pickle_protocol=4/5 writes them, and the weights-only unpickler knows none of them.
+PROTOCOL_4_OPCODES = {0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98}
+
+
 def read_checkpoint(path: Path) -> object:
-    """torch.load with weights_only=True, every failure turned into one ConversionError line."""
+    """torch.load with weights_only=True, every failure turned into one ConversionError line.
+    A zip archive whose members would inflate far beyond the file's size is refused first:
+    torch.save does not compress, and torch.load would inflate it all into memory."""
+    check_inflation(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
@@ -188,6 +215,12 @@ def read_checkpoint(path: Path) -> object:
                 "read (weights_only), nothing in the file is executed"
             ) from None
         opcode = re.search(r"Unsupported operand (\d+)", text)
+        if opcode and int(opcode.group(1)) in PROTOCOL_4_OPCODES and zipfile.is_zipfile(path):
+            raise ConversionError(
+                f"{path}: saved with pickle protocol 4 or 5 (opcode {opcode.group(1)}), which "
+                "torch's weights-only reader cannot read; save it again with torch.save's "
+                "default protocol, or as .safetensors"
+            ) from None
         reason = f"unsupported pickle opcode {opcode.group(1)}" if opcode else first_sentence(e)
         raise ConversionError(f"{path}: not a PyTorch checkpoint ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
@@ -200,30 +233,74 @@ def read_checkpoint(path: Path) -> object:
         raise ConversionError(f"{path}: not a PyTorch checkpoint ({reason})") from None
 
 
-def unwrap(obj: object, where: str, ema: bool = False) -> tuple[Mapping, str | None, tuple]:
+def check_inflation(path: Path) -> None:
+    if not zipfile.is_zipfile(path):
+        return  # a legacy (non-zip) torch file, or not a checkpoint: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load names the damage
+    size = path.stat().st_size
+    if inflated > 2 * size + (1 << 20):
+        raise ConversionError(
+            f"{path}: refused: its zip members inflate to {inflated:,} bytes from a "
+            f"{size:,}-byte file (torch.save does not compress; a file like this only "
+            "fills memory)"
+        )
+
+
+def unwrap(
+    obj: object, where: str, ema: bool = False, key: str | None = None
+) -> tuple[Mapping, str | None, tuple]:
     """The state_dict inside a checkpoint object, the key that wrapped it, and the names of
     the other entries (optimizer, epoch, ...), which are not converted."""
     if not isinstance(obj, Mapping):
         raise ConversionError(f"{where}: holds a {type(obj).__name__}, not a state_dict")
+    if key is not None:
+        if not isinstance(obj.get(key), Mapping):
+            entries = ", ".join(repr(str(k)) for k in list(obj)[:8])
+            raise ConversionError(f"{where}: no {key!r} entry holds a state_dict ({entries})")
+        return obj[key], key, tuple(str(k) for k in obj if k != key)
     if ema:
-        if not isinstance(obj.get(EMA_KEY), Mapping):
-            raise ConversionError(f"{where}: --ema asked for, but there is no {EMA_KEY!r} entry")
-        return obj[EMA_KEY], EMA_KEY, tuple(str(k) for k in obj if k != EMA_KEY)
-    for key in WRAPPER_KEYS:
-        if isinstance(obj.get(key), Mapping) and obj[key]:
-            return obj[key], key, tuple(str(k) for k in obj if k != key)
+        found = next((k for k in EMA_KEYS if isinstance(obj.get(k), Mapping) and obj[k]), None)
+        if found is None:
+            names = " or ".join(repr(k) for k in EMA_KEYS)
+            raise ConversionError(f"{where}: `ema` asked for, but there is no {names} entry")
+        return obj[found], found, tuple(str(k) for k in obj if k != found)
+    for name in WRAPPER_KEYS:
+        if isinstance(obj.get(name), Mapping) and obj[name]:
+            return obj[name], name, tuple(str(k) for k in obj if k != name)
     not_tensors = [k for k, v in obj.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
     if not_tensors:
         names = ", ".join(map(str, not_tensors[:5]))
         verb = "is not a tensor" if len(not_tensors) == 1 else "are not tensors"
         wrappers = " or ".join(repr(k) for k in WRAPPER_KEYS)
         raise ConversionError(
-            f"{where}: not a state_dict: {names} {verb}, and no {wrappers} entry holds one"
+            f"{where}: not a state_dict: {names} {verb}, and no {wrappers} entry holds one "
+            "(`key` names the entry that does)"
         )
     return obj, None, ()
 
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_extent(value: torch.Tensor, where: str, key: str) -> None:
+    """Refuse, before any value is touched, a tensor whose shape claims more than it stores (a
+    stride-0 or overlapping view: a few bytes that would become gigabytes when made dense) or
+    more elements than any ConvNeXt tensor has."""
+    shape = tuple(value.shape)
+    if value.numel() > MAX_TENSOR_ELEMENTS:
+        raise ConversionError(
+            f"{where}: {key} has shape {shape}: {value.numel():,} elements, more than any "
+            "ConvNeXt tensor"
+        )
+    if value.numel() and value.untyped_storage().nbytes() < value.numel() * value.element_size():
+        raise ConversionError(
+            f"{where}: {key} declares shape {shape} over {value.untyped_storage().nbytes():,} "
+            "bytes of storage (a broadcast or overlapping view); refused"
+        )
 
 
 def to_numpy(value: object, where: str, key: str) -> np.ndarray:
@@ -237,15 +314,12 @@ def to_numpy(value: object, where: str, key: str) -> np.ndarray:
         raise ConversionError(f"{where}: {key} is a {type(value).__name__}, not a tensor")
     if value.layout != torch.strided:
         raise ConversionError(f"{where}: {key} is a {value.layout} tensor, expected a dense one")
+    if value.is_meta:
+        raise ConversionError(f"{where}: {key} is a meta tensor: a shape without values")
+    check_extent(value, where, key)
     if value.dtype not in FLOAT_DTYPES:
         names = "/".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
         raise ConversionError(f"{where}: {key} has dtype {value.dtype}, expected {names}")
     if value.dtype in (torch.float16, torch.bfloat16):
         value = value.float()
     return value.detach().cpu().numpy()
-
-
-def first_sentence(error: BaseException) -> str:
-    """The first sentence of an exception's message (torch's run to a paragraph)."""
-    text = " ".join(str(error).split())
-    return text.split(". ")[0].rstrip(".") if text else f"{type(error).__name__}: empty file"

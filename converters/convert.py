@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from converters import mapping
-from converters.checkpoint import ConversionError, StateDict, load_state_dict
+from converters.checkpoint import StateDict, load_state_dict
+from converters.errors import ConversionError
+from converters.spec import ModelSpec, SpecError, as_backbone, name_of, spec_from_name
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -37,13 +39,13 @@ class ConversionReport:
 
 def keras_variables(model: keras.Model) -> dict[str, keras.Variable]:
     """The model's weights keyed by their PyTorch name. Keras-only state (the random seed of
-    drop path) is not a weight and is not listed."""
+    drop path) is not a weight and is not listed. A model built by its first eager call
+    names its variables without its own name in front (`stages.0/0/...`), one built
+    symbolically (create_model) with it (`convnext_tiny/stages.0/0/...`): both are read."""
     prefix = f"{model.path or model.name}/"
     variables: dict[str, keras.Variable] = {}
     for variable in model.weights:
-        if not variable.path.startswith(prefix):
-            raise ConversionError(f"variable {variable.path} lies outside model {prefix}")
-        key = mapping.torch_key(variable.path[len(prefix) :])
+        key = mapping.torch_key(variable.path.removeprefix(prefix))
         if key in variables:
             raise ConversionError(f"two Keras variables map to {key}")
         variables[key] = variable
@@ -127,68 +129,10 @@ def summarise(what: str, items: list[str], shown: int = 4) -> str:
     return f"{len(items)} {what} ({', '.join(items[:shown])}{more})"
 
 
-@dataclass
-class InferredConfig:
-    """A ConvNeXt configuration read off a state_dict's keys and shapes."""
-
-    depths: tuple[int, ...]
-    dims: tuple[int, ...]
-    num_classes: int
-    in_chans: int
-    layer_scale: bool  # whether the blocks carry `gamma`
-    grn: bool = False  # whether the blocks carry GRN (ConvNeXt V2)
-
-    isotropic: bool = False  # one stage of `blocks` after a 16x16 stem
-    out_indices: tuple[int, ...] | None = None  # a detection backbone: norm{i}, no norm/head
-
-    @property
-    def family(self) -> str:
-        return "convnext_isotropic" if self.isotropic else "convnextv2" if self.grn else "convnext"
-
-    def variant(self) -> str:
-        """The variant of this family with these depths and dims; ConversionError if none."""
-        import convnext_torch
-
-        if self.isotropic:
-            table = {n: ((d,), (c,)) for n, (d, c, _) in convnext_torch.ISOTROPIC_VARIANTS.items()}
-        else:
-            table = {
-                n: shape
-                for n, shape in convnext_torch.VARIANTS.items()
-                if n.split("_")[0] == self.family
-            }
-        for name, (depths, dims) in table.items():
-            if tuple(depths) == self.depths and tuple(dims) == self.dims:
-                return name
-        raise ConversionError(
-            f"no known {self.family} variant has depths {self.depths} and dims {self.dims}; "
-            "choose one with --variant to see which tensors differ"
-        )
-
-    def overrides(self) -> dict:
-        """create_model arguments, beyond the variant's defaults, that make a model shaped
-        like the checkpoint."""
-        import convnext_torch
-
-        overrides = {"num_classes": self.num_classes, "in_chans": self.in_chans}
-        if self.out_indices is not None:  # ConvNeXtBackbone arguments instead of a head
-            overrides = {"out_indices": self.out_indices, "in_chans": self.in_chans}
-        if self.isotropic:
-            default_scale = convnext_torch.ISOTROPIC_VARIANTS[self.variant()][2]
-        else:
-            default_scale = convnext_torch.FAMILY_DEFAULTS[self.family].get(
-                "layer_scale_init_value", 1e-6
-            )
-        if not self.layer_scale and default_scale != 0.0:
-            overrides["layer_scale_init_value"] = 0.0
-        if self.layer_scale and default_scale == 0.0:
-            overrides["layer_scale_init_value"] = 1e-6
-        return overrides
-
-
-def infer_config(state: StateDict) -> InferredConfig:
-    """Depths, dims, classes and input channels of an official-layout ConvNeXt state_dict
-    (hierarchical, V1 or V2, or isotropic)."""
+def infer_spec(state: StateDict) -> ModelSpec:
+    """The spec of the model an official-layout state_dict belongs to, read off its keys and
+    shapes (hierarchical V1 or V2, detection backbone, or isotropic). Its depths and dims may
+    name no variant; resolve_spec insists on one."""
     tensors = state.tensors
     isotropic = "stem.weight" in tensors
     stem = "stem.weight" if isotropic else "downsample_layers.0.0.weight"
@@ -213,16 +157,65 @@ def infer_config(state: StateDict) -> InferredConfig:
         match = re.match(block, key)
         if match and int(match.group(1) or 0) < len(dims):
             blocks[int(match.group(1) or 0)].add(int(match.group(2)))
-    return InferredConfig(
-        depths=tuple(max(b) + 1 if b else 0 for b in blocks),  # gaps show up as missing
-        dims=tuple(int(d) for d in dims),
-        num_classes=int(tensors["head.weight"].shape[0]) if has_head else 0,
-        in_chans=int(tensors[stem].shape[1]),
-        layer_scale=any(re.fullmatch(r"(stages\.\d+|blocks)\.\d+\.gamma", k) for k in tensors),
-        grn=any(".grn." in key for key in tensors),
-        isotropic=isotropic,
-        out_indices=backbone_outputs(tensors, isotropic),
-    )
+    out_indices = backbone_outputs(tensors, isotropic)
+    layer_scale = any(re.fullmatch(r"(stages\.\d+|blocks)\.\d+\.gamma", k) for k in tensors)
+    try:
+        spec = ModelSpec(
+            kind="isotropic" if isotropic else "backbone" if out_indices else "classifier",
+            depths=tuple(max(b) + 1 if b else 0 for b in blocks),  # gaps show up as missing
+            dims=tuple(int(d) for d in dims),
+            num_classes=int(tensors["head.weight"].shape[0]) if has_head else 0,
+            in_chans=int(tensors[stem].shape[1]),
+            layer_scale_init_value=1e-6 if layer_scale else 0.0,
+            use_grn=any(".grn." in key for key in tensors),
+            out_indices=out_indices or (),
+        )
+    except SpecError as e:
+        raise ConversionError(f"{state.source}: not a ConvNeXt this project builds ({e})") from None
+    return spec
+
+
+def resolve_spec(
+    state: StateDict, variant: str | None = None, num_classes: int | None = None
+) -> ModelSpec:
+    """The model to build for a checkpoint. Without `variant`: the spec read off its shapes,
+    which must be a known variant's. With `variant`: that variant, with the checkpoint's
+    classes, input channels, layer scale and backbone form; the strict check then names every
+    tensor that differs. `num_classes` replaces the number of classes."""
+    if num_classes is not None and num_classes < 0:
+        raise ConversionError(f"`num_classes` must be 0 (no head) or more, got {num_classes}")
+    try:
+        inferred = infer_spec(state)
+    except ConversionError:
+        if variant is None:
+            raise
+        inferred = None  # `variant` given: the strict check names what differs
+    if variant is None:
+        if name_of(inferred) is None:
+            raise ConversionError(
+                f"no known {inferred.family} variant has depths {inferred.depths} and dims "
+                f"{inferred.dims}; choose one with `variant` to see which tensors differ"
+            )
+        spec = inferred
+    else:
+        try:
+            spec = spec_from_name(variant)
+        except SpecError as e:
+            raise ConversionError(str(e)) from None
+        if inferred is not None:
+            if inferred.kind == "backbone" and spec.kind == "classifier":
+                spec = as_backbone(spec, inferred.out_indices)
+            spec = spec.replace(
+                num_classes=0 if spec.kind == "backbone" else inferred.num_classes,
+                in_chans=inferred.in_chans,
+                layer_scale_init_value=inferred.layer_scale_init_value,
+            )
+    if num_classes is not None:
+        if spec.kind == "backbone" and num_classes:
+            raise ConversionError(f"{state.source} is a detection backbone: it has no head")
+        if spec.kind != "backbone":
+            spec = spec.replace(num_classes=num_classes)
+    return spec
 
 
 def backbone_outputs(tensors: Mapping[str, np.ndarray], isotropic: bool) -> tuple[int, ...] | None:

@@ -13,11 +13,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from converters.startup import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before Keras is imported: TensorFlow's notices go nowhere
+
 import keras
 import numpy as np
 import torch
 
-import converters  # noqa: F401  (imports TensorFlow quietly)
 import convnext_tf  # noqa: F401  (registers the Keras classes that load_model needs)
 import convnext_torch
 from converters.parity import compare, randomize_

@@ -1,7 +1,7 @@
 """Official ConvNeXt weights -> keras.applications.ConvNeXt{Tiny,...,XLarge}.
 
 For a TF deployment built on keras.applications that must take a PyTorch fine-tune. Its model
-differs from convnext_tf in three ways that matter here:
+differs from convnext_tf in four ways that matter here:
 - layer names of its own (`convnext_tiny_stage_2_block_5_pointwise_conv_1`), listed below;
 - the depthwise conv is a grouped Conv2D(groups=C), kernel (kh, kw, 1, C), not (kh, kw, C, 1);
 - with include_preprocessing (the default) it normalises its input itself: it takes pixels in
@@ -21,8 +21,10 @@ import keras
 import numpy as np
 
 from converters import mapping
-from converters.checkpoint import ConversionError, StateDict
+from converters.checkpoint import StateDict
 from converters.convert import check_match
+from converters.errors import ConversionError
+from converters.spec import ModelSpec
 
 CONSTRUCTORS = {
     "convnext_tiny": "ConvNeXtTiny",
@@ -36,19 +38,34 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation keras.applications bu
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build(variant: str, num_classes: int, include_top: bool = True) -> keras.Model:
-    """An uninitialised keras.applications ConvNeXt (nothing is downloaded)."""
-    if variant not in CONSTRUCTORS:
+def check_spec(spec: ModelSpec, include_top: bool = True) -> None:
+    """Raise ConversionError unless keras.applications has a model of this spec."""
+    if spec.kind == "backbone":
+        raise ConversionError("keras.applications has no detection-backbone form")
+    if spec.name not in CONSTRUCTORS:
         raise ConversionError(
-            f"keras.applications has no {variant}; it has {', '.join(CONSTRUCTORS)}"
+            f"keras.applications has no {spec.name}; it has {', '.join(CONSTRUCTORS)}"
         )
-    constructor = getattr(keras.applications, CONSTRUCTORS[variant])
+    if spec.in_chans != 3 or not spec.has_layer_scale:
+        raise ConversionError("keras.applications models take 3 channels and have layer scale")
+    if include_top and spec.num_classes == 0:
+        raise ConversionError("the checkpoint has no head: pass `include_top=False`")
+
+
+def build(spec: ModelSpec, include_top: bool = True) -> keras.Model:
+    """An uninitialised keras.applications ConvNeXt of `spec` (nothing is downloaded)."""
+    check_spec(spec, include_top)
+    constructor = getattr(keras.applications, CONSTRUCTORS[spec.name])
     if include_top:  # logits, like PyTorch (keras.applications' default ends in a softmax)
         return constructor(
-            weights=None, classes=num_classes, classifier_activation=None, name=variant
+            weights=None, classes=spec.num_classes, classifier_activation=None, name=spec.name
         )
     return constructor(
-        weights=None, include_top=False, input_shape=(None, None, 3), pooling="avg", name=variant
+        weights=None,
+        include_top=False,
+        input_shape=(None, None, 3),
+        pooling="avg",
+        name=spec.name,
     )
 
 

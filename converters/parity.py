@@ -91,40 +91,56 @@ class ParityReport:
         return "\n".join(lines)
 
 
+def torch_outputs(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
+    """A PyTorch ConvNeXt's stage outputs ("stage 1".."stage 4", (N, C, H, W)) and, unless it is
+    a detection backbone, its "logits" (pooled features without a head), in inference mode, on
+    `images` (N, C, H, W) cast to the model's dtype."""
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        x = torch.from_numpy(images).to(dtype)
+        outputs = {f"stage {i}": s.numpy() for i, s in enumerate(model.forward_stages(x), 1)}
+        if not is_backbone(model):  # a backbone's outputs are its (normalised) stages
+            outputs["logits"] = model(x).numpy()
+    return outputs
+
+
+def keras_outputs(model: keras.Model, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The same for a Keras ConvNeXt, on the same (N, C, H, W) `images`, transposed on the way
+    in and out so that both frameworks' outputs compare element for element."""
+    x = images.transpose(0, 2, 3, 1).astype(model.compute_dtype)  # (N, C, H, W) -> (N, H, W, C)
+    stages = model.forward_stages(x, training=False)
+    outputs = {
+        f"stage {i}": keras.ops.convert_to_numpy(s).transpose(0, 3, 1, 2)  # -> (N, C, H, W)
+        for i, s in enumerate(stages, 1)
+    }
+    if not is_backbone(model):
+        outputs["logits"] = keras.ops.convert_to_numpy(model(x, training=False))
+    return outputs
+
+
+def is_backbone(model) -> bool:
+    """A detection backbone (either framework): stage outputs only, no logits."""
+    return hasattr(model, "out_indices")
+
+
+def differences(reference: dict, other: dict) -> dict[str, Difference]:
+    """Difference.between for every output of `reference`."""
+    return {name: Difference.between(name, reference[name], other[name]) for name in reference}
+
+
 def compare(torch_model: nn.Module, keras_model: keras.Model, images: np.ndarray) -> ParityReport:
     """Run both models in inference mode on `images`, (N, C, H, W), each in its own dtype,
     and compare the stage outputs and (unless a detection backbone) the logits."""
-    torch_model.eval()
-    torch_dtype = next(torch_model.parameters()).dtype
-    backbone = hasattr(torch_model, "out_indices")  # its stage outputs are all it returns
-    with torch.no_grad():
-        x = torch.from_numpy(images).to(torch_dtype)
-        torch_stages = [s.numpy() for s in torch_model.forward_stages(x)]
-        torch_logits = None if backbone else torch_model(x).numpy()
-
-    x = images.transpose(0, 2, 3, 1).astype(
-        keras_model.compute_dtype
-    )  # (N, C, H, W) -> (N, H, W, C)
-    keras_stages = [
-        keras.ops.convert_to_numpy(s).transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-        for s in keras_model.forward_stages(x, training=False)
-    ]
-    keras_logits = None if backbone else keras.ops.convert_to_numpy(keras_model(x, training=False))
-
-    stages = [
-        Difference.between(f"stage {i}", t, k)
-        for i, (t, k) in enumerate(zip(torch_stages, keras_stages, strict=True), start=1)
-    ]
-    if backbone:
-        return ParityReport(stages, None, None, len(images), dtype_names(torch_dtype, keras_model))
-    agreement = float(np.mean(torch_logits.argmax(-1) == keras_logits.argmax(-1)))
-    return ParityReport(
-        stages=stages,
-        logits=Difference.between("logits", torch_logits, keras_logits),
-        top1_agreement=agreement,
-        batch=len(images),
-        dtype=dtype_names(torch_dtype, keras_model),
-    )
+    expected = torch_outputs(torch_model, images)
+    found = keras_outputs(keras_model, images)
+    rows = differences(expected, found)
+    stages = [row for name, row in rows.items() if name != "logits"]
+    dtype = dtype_names(next(torch_model.parameters()).dtype, keras_model)
+    if "logits" not in rows:
+        return ParityReport(stages, None, None, len(images), dtype)
+    agreement = float(np.mean(expected["logits"].argmax(-1) == found["logits"].argmax(-1)))
+    return ParityReport(stages, rows["logits"], agreement, len(images), dtype)
 
 
 def dtype_names(torch_dtype: torch.dtype, keras_model: keras.Model) -> str:

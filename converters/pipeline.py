@@ -1,0 +1,460 @@
+"""Whole jobs, as the command line runs them, for Python users too.
+
+    from converters import convert_file
+    result = convert_file("convnext_tiny_1k_224_ema.pth", "tiny.keras")
+    result = convert_file("timm.safetensors", "k.weights.h5", target="keras-applications")
+
+Each function takes the command line's options as parameters (same names, without the
+dashes), raises ConversionError with one line naming the problem, and reports what it does
+through `log` (a function taking one line; the command line passes one that prints to stderr).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import convnext_tf
+import convnext_torch
+from converters import formats, keras_applications
+from converters.checkpoint import StateDict, load_state_dict
+from converters.convert import (
+    check_match,
+    infer_spec,
+    keras_to_torch,
+    load_torch_model,
+    resolve_spec,
+    torch_to_keras,
+)
+from converters.errors import ConversionError
+from converters.files import (
+    KERAS_SUFFIXES,
+    TORCH_SUFFIXES,
+    atomic_output,
+    h5_array_count,
+    keras_spec,
+    load_keras_model,
+    suffix_of,
+    write_torch,
+)
+from converters.parity import ParityReport, compare
+from converters.spec import ModelSpec, SpecError, changes_from_variant, names, spec_from_name
+
+LAYOUTS = ("auto", "official", "timm", "hf")  # key layouts read
+TARGETS = ("keras", "keras-applications", "official", "timm")  # what convert_file writes
+SUFFIXES = {  # the files each target writes
+    "keras": KERAS_SUFFIXES,
+    "keras-applications": (".weights.h5",),
+    "official": TORCH_SUFFIXES,
+    "timm": TORCH_SUFFIXES,
+}
+
+Log = Callable[[str], None]
+
+
+def quiet(line: str) -> None:
+    """The default `log`: say nothing."""
+
+
+@dataclass
+class ConversionResult:
+    """What convert_file wrote."""
+
+    source: Path
+    destination: Path
+    target: str  # keras, keras-applications, official or timm
+    spec: ModelSpec  # the model the tensors belong to
+    tensors: int
+    parameters: int
+    load_with: str  # a line of Python that loads the result
+
+
+def convert_file(
+    src: str | Path,
+    dst: str | Path,
+    target: str | None = None,
+    layout: str = "auto",
+    ema: bool = False,
+    variant: str | None = None,
+    num_classes: int | None = None,
+    include_top: bool = True,
+    force: bool = False,
+    key: str | None = None,
+    log: Log = quiet,
+) -> ConversionResult:
+    """Convert the checkpoint at `src` and write it to `dst`, every tensor accounted for.
+
+    src: a PyTorch file (.pth/.pt/.bin, .safetensors, a Hugging Face directory) in the
+    official, timm or Hugging Face `layout` ("auto": detected), or a Keras file (.keras, or
+    .weights.h5 with `variant`). target: "keras", "keras-applications", "official" or "timm";
+    None picks it from dst's suffix. ema: a training checkpoint's EMA weights. variant,
+    num_classes: the model, when not read off the tensor shapes. include_top: with
+    keras-applications, False writes include_top=False weights. force: overwrite dst.
+    key: the entry of a training checkpoint that holds the weights, when it is none of
+    "model", "state_dict" (or, with `ema`, "model_ema", "state_dict_ema", "ema").
+    """
+    src, dst = Path(src), Path(dst)
+    target = target or target_from_suffix(dst)
+    check_target(target, dst)
+    check_destination(dst, force)
+    if variant is not None:
+        checked_spec(variant)  # a misspelt name is named before a large file is read
+    if suffix_of(src, KERAS_SUFFIXES):
+        if target not in ("official", "timm"):
+            raise ConversionError(f"{src} is a Keras file already: `target` official or timm")
+        if layout != "auto" or ema or key is not None:
+            raise ConversionError(
+                "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"
+            )
+        return keras_file_to_pytorch(src, dst, target, variant, num_classes, log)
+
+    state = read_checkpoint(src, layout, ema, key, log)
+    state, spec = model_spec(state, variant, num_classes, log)
+    if target == "keras":
+        return pytorch_to_keras_file(state, spec, dst, log)
+    if target == "keras-applications":
+        return pytorch_to_keras_applications(state, spec, dst, include_top, log)
+    with torch.device("meta"):  # names and shapes only
+        model = convnext_torch.create_model(spec)
+    check_match(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    return write_pytorch(state.tensors, spec, src, dst, target, log)
+
+
+def read_checkpoint(
+    path: Path,
+    layout: str = "auto",
+    ema: bool = False,
+    key: str | None = None,
+    log: Log = quiet,
+) -> StateDict:
+    """The checkpoint's StateDict, saying what was found and any note on it."""
+    log(f"reading {path}")
+    state = load_state_dict(path, layout=layout, ema=ema, key=key)
+    where = f" under {state.wrapper!r}" if state.wrapper else ""
+    dtypes = ", ".join(state.dtypes)
+    log(f"found {len(state.tensors)} tensors ({dtypes}){where}, {state.layout} layout")
+    for note in state_notes(state, ema):
+        log(note)
+    return state
+
+
+def state_notes(state: StateDict, ema: bool) -> list[str]:
+    """What a user should know about a checkpoint beyond its tensors."""
+    notes = []
+    if state.has_ema and not ema:
+        notes.append(
+            f"note: the file also holds EMA weights ({state.ema_key!r}); `ema` converts those "
+            "instead"
+        )
+    if state.outside_backbone:
+        groups = Counter(key.split(".")[0] for key in state.outside_backbone)
+        listed = ", ".join(f"{name}.* ({count})" for name, count in groups.items())
+        notes.append(f"skipped {len(state.outside_backbone)} tensors outside 'backbone.': {listed}")
+    notes += [f"note: {note}" for note in state.notes]
+    eps = (state.config or {}).get("layer_norm_eps")
+    if isinstance(eps, (int, float)) and eps != 1e-6:
+        notes.append(
+            f"note: config.json gives the final LayerNorm eps {eps:g}; these models use 1e-6, "
+            "which moves logits by about 1e-6 / (2 x variance of the pooled features) relative "
+            "(5e-7 measured on random ConvNeXt-T weights)"
+        )
+    if state.nonfinite:
+        names_ = ", ".join(state.nonfinite[:4]) + (", ..." if len(state.nonfinite) > 4 else "")
+        count = f"{len(state.nonfinite)} tensor{'s' if len(state.nonfinite) > 1 else ''}"
+        notes.append(f"warning: {count} with NaN or Inf ({names_}); kept as they are")
+    return notes
+
+
+def model_spec(
+    state: StateDict, variant: str | None, num_classes: int | None, log: Log = quiet
+) -> tuple[StateDict, ModelSpec]:
+    """resolve_spec, saying what it inferred or used; with `num_classes` 0 on a checkpoint
+    that has a head, the state without the head (a feature extractor), saying so."""
+    spec = resolve_spec(state, variant, num_classes)
+    how = "using" if variant or num_classes is not None else "inferred"
+    shapes = "" if how == "using" else " (from the tensor shapes)"
+    log(f"{how} {spec.name}: {describe(spec)}{shapes}")
+    head = [key for key in state.tensors if key.startswith("head.")]
+    if spec.kind != "backbone" and spec.num_classes == 0:
+        if head:
+            classes = state.tensors["head.weight"].shape[0] if "head.weight" in head else "?"
+            state = dataclasses.replace(
+                state, tensors={k: v for k, v in state.tensors.items() if k not in head}
+            )
+            log(
+                f"left out the head ({', '.join(head)}: {classes} classes): the model outputs "
+                "the pooled features"
+            )
+        else:
+            log("note: no classifier (head.* absent): the model outputs the pooled features")
+    if spec.kind == "backbone":
+        log(
+            "note: a detection backbone (norm{i} per stage, no final norm or head): "
+            "built as ConvNeXtBackbone"
+        )
+    return state, spec
+
+
+def describe(spec: ModelSpec) -> str:
+    """`num_classes=10, in_chans=3` and whatever else differs from the named variant."""
+    arguments = build_arguments(spec)
+    return ", ".join(f"{k}={v}" for k, v in arguments.items())
+
+
+def build_arguments(spec: ModelSpec) -> dict:
+    """create_model / create_backbone arguments that, with spec.name, build `spec`."""
+    first = ("out_indices",) if spec.kind == "backbone" else ("num_classes",)
+    arguments = {key: getattr(spec, key) for key in (*first, "in_chans")}
+    for key, value in changes_from_variant(spec).items():
+        if key not in ("num_classes", "out_indices"):
+            arguments.setdefault(key, value)
+    return arguments
+
+
+def pytorch_to_keras_file(
+    state: StateDict, spec: ModelSpec, dst: Path, log: Log = quiet
+) -> ConversionResult:
+    model = convnext_tf.create_model(spec)
+    report = torch_to_keras(state, model)
+    for line in dtype_notes(report.source_dtypes, report.target_dtype):
+        log(line)
+    log(f"writing {dst}")
+    with atomic_output(dst) as tmp:
+        if dst.name.endswith(".keras"):
+            model.save(tmp)
+        else:
+            model.save_weights(tmp)
+    log(f"wrote {dst}: {report.tensors} tensors, {report.parameters:,} parameters")
+    if dst.name.endswith(".keras"):
+        load_with = f"import convnext_tf, keras; keras.models.load_model({str(dst)!r})"
+    else:
+        build = "create_backbone" if spec.kind == "backbone" else "create_model"
+        arguments = "".join(f", {k}={v!r}" for k, v in build_arguments(spec).items())
+        load_with = f"convnext_tf.{build}({spec.name!r}{arguments}).load_weights({str(dst)!r})"
+    return ConversionResult(
+        Path(state.source), dst, "keras", spec, report.tensors, report.parameters, load_with
+    )
+
+
+def pytorch_to_keras_applications(
+    state: StateDict, spec: ModelSpec, dst: Path, include_top: bool = True, log: Log = quiet
+) -> ConversionResult:
+    model = keras_applications.build(spec, include_top)
+    skipped = keras_applications.assign(state, model, spec.depths, include_top)
+    if skipped:
+        log(f"skipped (no top): {', '.join(skipped)}")
+    log(f"writing {dst}")
+    with atomic_output(dst) as tmp:
+        model.save_weights(tmp)
+    name = keras_applications.CONSTRUCTORS[spec.name]
+    top = (
+        f"classes={spec.num_classes}, classifier_activation=None"
+        if include_top
+        else "include_top=False, pooling='avg'"
+    )
+    log(f"wrote {dst}: {len(model.weights)} tensors for keras.applications.{name}")
+    load_with = (
+        f"keras.applications.{name}(weights={str(dst)!r}, {top}); it takes [0, 255] pixels "
+        "and normalises them itself"
+    )
+    parameters = sum(int(np.prod(v.shape)) for v in model.weights)
+    return ConversionResult(
+        Path(state.source),
+        dst,
+        "keras-applications",
+        spec,
+        len(model.weights),
+        parameters,
+        load_with,
+    )
+
+
+def keras_file_to_pytorch(
+    src: Path,
+    dst: Path,
+    layout: str,
+    variant: str | None = None,
+    num_classes: int | None = None,
+    log: Log = quiet,
+) -> ConversionResult:
+    log(f"reading {src}")
+    spec = None
+    if variant is not None:
+        overrides = {} if num_classes is None else {"num_classes": num_classes}
+        spec = checked_spec(variant, **overrides)
+    model = load_keras_model(src, spec)
+    spec = keras_spec(model)
+    tensors = {k: v.numpy() for k, v in keras_to_torch(model).items()}
+    log(f"read {spec.name}, {describe(spec)}: {len(tensors)} tensors")
+    return write_pytorch(tensors, spec, src, dst, layout, log)
+
+
+def write_pytorch(
+    tensors: dict, spec: ModelSpec, src: Path, dst: Path, layout: str, log: Log = quiet
+) -> ConversionResult:
+    renamed, notes = formats.from_official(tensors, layout, spec)
+    log(f"writing {dst} ({', '.join([f'{layout} layout', *notes])})")
+    write_torch(renamed, dst)
+    parameters = sum(int(v.size) for v in renamed.values())
+    log(f"wrote {dst}: {len(renamed)} tensors, {parameters:,} parameters")
+    reader = "safetensors.torch.load_file" if dst.name.endswith(".safetensors") else "torch.load"
+    return ConversionResult(Path(src), dst, layout, spec, len(renamed), parameters, reader)
+
+
+def dtype_notes(source_dtypes: tuple[str, ...], target_dtype: str) -> list[str]:
+    notes = []
+    widened = [d for d in source_dtypes if d in ("float16", "bfloat16")]
+    if widened:
+        notes.append(f"widened {', '.join(widened)} to {target_dtype} (exact)")
+    if "float64" in source_dtypes and target_dtype != "float64":
+        notes.append(f"rounded float64 to {target_dtype}")
+    return notes
+
+
+def target_from_suffix(dst: Path) -> str:
+    if suffix_of(dst, KERAS_SUFFIXES):
+        return "keras"
+    if suffix_of(dst, TORCH_SUFFIXES):
+        return "official"
+    known = ", ".join(KERAS_SUFFIXES + TORCH_SUFFIXES)
+    raise ConversionError(f"{dst}: output must end in one of {known}")
+
+
+def check_target(target: str, dst: Path) -> None:
+    if target not in TARGETS:
+        raise ConversionError(f"unknown `target` {target!r}; known: {', '.join(TARGETS)}")
+    if not suffix_of(dst, SUFFIXES[target]):
+        raise ConversionError(
+            f"{dst}: `target` {target} writes {' or '.join(SUFFIXES[target])} files"
+        )
+
+
+def check_destination(dst: Path, force: bool) -> None:
+    if dst.is_dir():
+        raise ConversionError(f"{dst}: is a directory")
+    if dst.exists() and not force:
+        raise ConversionError(f"{dst}: exists; pass `force` to overwrite it")
+    if not dst.parent.is_dir():
+        raise ConversionError(f"{dst.parent}: no such directory")
+
+
+def checked_spec(variant: str, **overrides) -> ModelSpec:
+    """spec_from_name, with a ConversionError for an unknown name or argument."""
+    try:
+        return spec_from_name(variant, **overrides)
+    except SpecError as e:
+        raise ConversionError(str(e)) from None
+
+
+# --- compare -------------------------------------------------------------------------------
+
+
+def compare_files(
+    torch_src: str | Path,
+    keras_src: str | Path,
+    layout: str = "auto",
+    ema: bool = False,
+    variant: str | None = None,
+    num_classes: int | None = None,
+    size: tuple[int, int] = (224, 224),
+    batch: int = 4,
+    seed: int = 0,
+    key: str | None = None,
+    log: Log = quiet,
+) -> ParityReport:
+    """Run a PyTorch checkpoint and a Keras model (.keras, or .weights.h5 of the same model) on
+    the same random images, stage by stage (converters.parity.compare)."""
+    torch_src, keras_src = Path(torch_src), Path(keras_src)
+    if batch < 1 or min(size) < 32:
+        raise ConversionError("`batch` must be positive and `size` at least 32 x 32")
+    if not suffix_of(keras_src, KERAS_SUFFIXES):
+        raise ConversionError(f"{keras_src}: a Keras model must end in .keras or .weights.h5")
+    if variant is not None:
+        checked_spec(variant)
+    state = read_checkpoint(torch_src, layout, ema, key, log)
+    state, spec = model_spec(state, variant, num_classes, log)
+    torch_model = convnext_torch.create_model(spec)
+    load_torch_model(state, torch_model)
+    keras_model = load_keras_model(keras_src, spec)
+    shape = (batch, spec.in_chans, *size)
+    images = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    log(f"comparing on {batch} random images of {size[0]}x{size[1]}")
+    return compare(torch_model, keras_model, images)
+
+
+# --- inspect and variants ------------------------------------------------------------------
+
+
+def inspect_file(
+    path: str | Path, layout: str = "auto", ema: bool = False, key: str | None = None
+) -> list[tuple]:
+    """What a checkpoint or Keras file holds, as (label, value) rows; writes nothing."""
+    path = Path(path)
+    if suffix_of(path, KERAS_SUFFIXES):
+        return inspect_keras(path)
+    state = load_state_dict(path, layout=layout, ema=ema, key=key)
+    rows = [("file", str(path)), ("layout", state.layout)]
+    if state.wrapper:
+        rows.append(("weights", f"under {state.wrapper!r}"))
+    if state.skipped:
+        rows.append(("not weights", ", ".join(state.skipped)))
+    if state.has_ema and not ema:
+        rows.append(("EMA weights", f"under {state.ema_key!r}: `ema` converts them instead"))
+    if state.outside_backbone:
+        rows.append(("not backbone", f"{len(state.outside_backbone)} tensors (neck, heads)"))
+    try:
+        spec = infer_spec(state)
+        variant = (
+            spec.name
+            if spec.name in names()
+            else (f"unknown (depths {spec.depths}, dims {spec.dims})")
+        )
+        if spec.kind == "backbone":
+            classes = f"none: a detection backbone, out_indices {spec.out_indices}"
+        else:
+            classes = str(spec.num_classes) if spec.num_classes else "0 (no head)"
+        rows += [
+            ("variant", variant),
+            ("classes", classes),
+            ("input channels", str(spec.in_chans)),
+            ("layer scale", "yes" if spec.has_layer_scale else "no"),
+        ]
+    except ConversionError as e:
+        rows.append(("variant", f"not inferred: {e}"))
+    rows.append(("dtype", ", ".join(state.dtypes)))
+    rows.append(("tensors", str(len(state.tensors))))
+    rows.append(("parameters", f"{sum(int(v.size) for v in state.tensors.values()):,}"))
+    rows += [("note", note) for note in state.notes]
+    if state.nonfinite:
+        rows.append(("NaN/Inf in", ", ".join(state.nonfinite)))
+    if state.config and "layer_norm_eps" in state.config:
+        rows.append(
+            ("config.json", f"layer_norm_eps {state.config['layer_norm_eps']} (final norm)")
+        )
+    return rows
+
+
+def inspect_keras(path: Path) -> list[tuple]:
+    if path.name.endswith(".weights.h5"):
+        if not path.is_file():
+            raise ConversionError(f"{path}: no such file")
+        return [
+            ("file", f"{path} (Keras weights; the variant is not recorded)"),
+            ("arrays", str(h5_array_count(path))),
+        ]
+    model = load_keras_model(path)
+    spec = keras_spec(model)
+    return [
+        ("file", f"{path} (Keras model)"),
+        ("variant", spec.name),
+        ("classes", str(spec.num_classes)),
+        ("dtype", model.dtype_policy.variable_dtype),
+        ("tensors", str(len(model.weights))),
+        ("parameters", f"{model.count_params():,}"),
+    ]
