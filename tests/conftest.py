@@ -1,6 +1,29 @@
+"""Set up before any test imports Keras, and the fixtures several test modules share."""
+
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import converters  # noqa: E402,F401  (imports TensorFlow quietly, before the tests do)
+from converters.startup import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before the tests import Keras
+
+import pytest
+import torch
+
+from tests.helpers import random_torch_model
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    """convnext_atto with 10 classes, every weight randomised (a module may define its own)."""
+    return random_torch_model("convnext_atto", seed=11, num_classes=10)
+
+
+@pytest.fixture
+def checkpoint(tmp_path, torch_model):
+    """`torch_model` as an official training checkpoint: {"model": ..., "epoch": 1}."""
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": torch_model.state_dict(), "epoch": 1}, path)
+    return path

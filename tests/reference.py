@@ -87,5 +87,6 @@ def forward(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.nd
         return outputs
     pooled = x.mean(axis=(1, 2))  # global average pool first, then the final LayerNorm
     features = layer_norm(pooled, s["norm.weight"], s["norm.bias"])
-    outputs["logits"] = features @ s["head.weight"].T + s["head.bias"]
+    has_head = "head.weight" in s  # without: the pooled features, as num_classes=0 gives
+    outputs["logits"] = features @ s["head.weight"].T + s["head.bias"] if has_head else features
     return outputs

@@ -9,9 +9,17 @@ import convnext_tf
 import convnext_torch
 from converters import load_state_dict, torch_to_keras
 from converters.parity import randomize_
+from converters.spec import ModelSpec, as_backbone, spec_from_name
 from tests import reference
-from tests.helpers import ODD_SIZE, assert_float32_parity, assert_float64_parity, images
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import (
+    ODD_SIZE,
+    TINY_SPECS,
+    assert_float32_parity,
+    assert_float64_parity,
+    assert_one_line_error,
+    images,
+    run,
+)
 
 
 def backbone_outputs(model, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -37,27 +45,36 @@ def expected_outputs(state: dict, x: np.ndarray, out_indices) -> dict[str, np.nd
     }
 
 
-@pytest.mark.parametrize(
-    "variant, out_indices", [("convnext_atto", (0, 1, 2, 3)), ("convnextv2_atto", (1, 3))]
-)
-def test_backbone_parity_and_reference(variant, out_indices):
-    torch_model = randomize_(convnext_torch.create_backbone(variant, out_indices=out_indices), 51)
-    torch_model.double()
+def check_backbone_parity_and_reference(spec: ModelSpec) -> None:
+    torch_model = randomize_(convnext_torch.create_model(spec), 51).double()
     x = images(*ODD_SIZE, seed=51)
     state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
     pt64 = backbone_outputs(torch_model, x)
-    assert len(pt64) == len(out_indices)
-    assert_float64_parity(expected_outputs(state, x, out_indices), pt64)
+    assert len(pt64) == len(spec.out_indices)
+    assert_float64_parity(expected_outputs(state, x, spec.out_indices), pt64)
 
-    keras64 = convnext_tf.create_backbone(variant, out_indices=out_indices, dtype="float64")
+    keras64 = convnext_tf.create_model(spec, dtype="float64")
     torch_to_keras(torch_model.state_dict(), keras64)
     assert_float64_parity(pt64, backbone_outputs(keras64, x))
 
     torch_model.float()
-    keras32 = convnext_tf.create_backbone(variant, out_indices=out_indices)
+    keras32 = convnext_tf.create_model(spec)
     torch_to_keras(torch_model.state_dict(), keras32)
     pt32 = backbone_outputs(torch_model, x)
     assert_float32_parity(pt32, backbone_outputs(keras32, x), pt64)
+
+
+@pytest.mark.parametrize("case", ["backbone", "v2_backbone"])
+def test_backbone_parity_and_reference(case):
+    check_backbone_parity_and_reference(TINY_SPECS[case])
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize(
+    "variant, out_indices", [("convnext_atto", (0, 1, 2, 3)), ("convnextv2_atto", (1, 3))]
+)
+def test_backbone_parity_and_reference_real_variants(variant, out_indices):
+    check_backbone_parity_and_reference(as_backbone(spec_from_name(variant), out_indices))
 
 
 def test_keras_backbone_round_trips_through_a_keras_file(tmp_path):

@@ -10,9 +10,14 @@ import torch
 from safetensors.torch import save_file
 
 import convnext_tf
-from converters import formats, keras_applications, load_state_dict
-from tests.helpers import keras_outputs, random_torch_model, torch_outputs
-from tests.test_cli import assert_one_line_error, run
+from converters import keras_applications, load_state_dict
+from tests.helpers import (
+    assert_one_line_error,
+    assert_same_logits,
+    random_torch_model,
+    run,
+    write_layout,
+)
 
 VARIANT = "convnext_atto"
 
@@ -28,22 +33,12 @@ def official(torch_model):
 
 
 def write(tensors: dict, path, layout="official", conv_mlp=False):
-    foreign = formats.from_official(tensors, layout, conv_mlp=conv_mlp)
+    foreign = write_layout(tensors, layout, conv_mlp=conv_mlp)
     if str(path).endswith(".safetensors"):
         save_file({k: torch.from_numpy(v).contiguous() for k, v in foreign.items()}, str(path))
     else:
         torch.save({k: torch.from_numpy(v) for k, v in foreign.items()}, path)
     return path
-
-
-def assert_same_logits(torch_model, keras_model):
-    x = np.random.default_rng(1).standard_normal((2, 3, 61, 127)).astype(np.float32)
-    np.testing.assert_allclose(
-        keras_outputs(keras_model, x)["logits"],
-        torch_outputs(torch_model, x)["logits"],
-        rtol=1e-4,
-        atol=1e-4,
-    )
 
 
 def test_timm_safetensors_to_keras(capsys, tmp_path, torch_model, official):
@@ -131,7 +126,7 @@ def test_ema_weights_are_converted_when_asked(capsys, tmp_path, official):
 
 
 def test_inspect_a_training_checkpoint(capsys, tmp_path, official):
-    timm = formats.from_official(official, "timm", conv_mlp=True)
+    timm = write_layout(official, "timm", conv_mlp=True)
     as_torch = {k: torch.from_numpy(v).half() for k, v in timm.items()}
     torch.save({"model": as_torch, "model_ema": as_torch, "epoch": 1}, tmp_path / "t.pth")
     code, out, _ = run(capsys, "inspect", tmp_path / "t.pth")
@@ -143,7 +138,7 @@ def test_inspect_a_training_checkpoint(capsys, tmp_path, official):
     assert lines["dtype"].strip() == "float16"
     assert lines["tensors"].strip() == "128"
     assert lines["parameters"].strip() == f"{sum(v.size for v in official.values()):,}"
-    assert "present" in lines["EMA weights"]
+    assert lines["EMA weights"].strip() == "under 'model_ema': --ema converts them instead"
     assert not list(tmp_path.glob("*.keras"))  # inspect writes nothing
 
 

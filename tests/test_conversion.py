@@ -1,7 +1,6 @@
 """The converter: exact transposes, strict accounting, safe loading, bit-exact round trip."""
 
 import argparse
-import os
 import pickle
 
 import numpy as np
@@ -12,15 +11,17 @@ import convnext_tf
 import convnext_torch
 from converters import (
     ConversionError,
-    infer_config,
+    infer_spec,
     keras_to_torch,
     keras_variables,
     load_state_dict,
     mapping,
+    resolve_spec,
     torch_to_keras,
 )
 from converters.parity import randomize_
-from tests.helpers import random_torch_model
+from converters.spec import as_backbone, spec_from_name
+from tests.helpers import Exploit, random_torch_model
 
 VARIANT = "convnext_atto"
 
@@ -75,11 +76,11 @@ def test_name_rule(keras_path, key):
 
 def test_every_tensor_has_the_layout_its_rank_needs(torch_model):
     for key, value in torch_model.state_dict().items():
-        kind = mapping.layout(key)
+        kind = mapping.tensor_kind(key)
         assert len(mapping.TRANSPOSES[kind]) == value.ndim, (key, kind)
-    assert mapping.layout("stages.1.2.dwconv.weight") == "depthwise"
-    assert mapping.layout("downsample_layers.2.1.weight") == "conv"
-    assert mapping.layout("downsample_layers.2.0.weight") == "vector"  # its LayerNorm
+    assert mapping.tensor_kind("stages.1.2.dwconv.weight") == "depthwise"
+    assert mapping.tensor_kind("downsample_layers.2.1.weight") == "conv"
+    assert mapping.tensor_kind("downsample_layers.2.0.weight") == "vector"  # its LayerNorm
 
 
 def test_wrong_rank_is_refused():
@@ -128,11 +129,6 @@ def test_official_training_checkpoint_with_args_namespace_loads(tmp_path, torch_
     torch.save({"model": torch_model.state_dict(), "args": args, "epoch": 1}, tmp_path / "c.pth")
     state = load_state_dict(tmp_path / "c.pth")
     assert state.wrapper == "model" and len(state.tensors) == len(torch_model.state_dict())
-
-
-class Exploit:
-    def __reduce__(self):
-        return (os.system, ("touch EXPLOITED",))
 
 
 def test_malicious_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
@@ -193,17 +189,57 @@ def test_non_float_and_non_tensor_entries_are_refused(torch_model):
         load_state_dict([1, 2])
 
 
-def test_infer_config_reads_the_shapes(torch_model):
-    config = infer_config(load_state_dict(torch_model.state_dict()))
-    assert config.variant() == VARIANT
-    assert (config.num_classes, config.in_chans, config.layer_scale) == (11, 3, True)
+def test_infer_spec_reads_the_shapes(torch_model):
+    spec = infer_spec(load_state_dict(torch_model.state_dict()))
+    assert spec == spec_from_name(VARIANT, num_classes=11)
+    assert spec.name == VARIANT
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        spec_from_name("convnextv2_atto", num_classes=0, in_chans=1),
+        spec_from_name("convnext_isotropic_small", num_classes=4),
+        spec_from_name("convnext_isotropic_large", num_classes=4),
+        as_backbone(spec_from_name("convnextv2_atto"), (1, 2)),
+        spec_from_name("convnext_atto", layer_scale_init_value=0.0),
+    ],
+    ids=lambda spec: f"{spec.name}-{spec.kind}",
+)
+def test_infer_spec_gives_back_the_spec_of_every_kind(spec):
+    with torch.device("meta"):
+        model = convnext_torch.create_model(spec)
+    state = {k: np.empty(v.shape, np.float32) for k, v in model.state_dict().items()}
+    assert infer_spec(load_state_dict(state)) == spec
+
+
+def test_resolve_spec_takes_the_checkpoints_head_channels_and_layer_scale(torch_model):
+    state = load_state_dict(torch_model.state_dict())
+    assert resolve_spec(state) == spec_from_name(VARIANT, num_classes=11)
+    # a named variant keeps the checkpoint's head: the strict check then names what differs
+    assert resolve_spec(state, "convnext_tiny") == spec_from_name("convnext_tiny", num_classes=11)
+    assert resolve_spec(state, num_classes=3).num_classes == 3
+    with pytest.raises(ConversionError, match="unknown variant 'convnext_tinny'; did you mean"):
+        resolve_spec(state, "convnext_tinny")
+    with pytest.raises(ConversionError, match="`num_classes` must be 0"):
+        resolve_spec(state, num_classes=-2)
+
+
+def test_a_shape_no_variant_has_needs_a_variant():
+    with torch.device("meta"):
+        model = convnext_torch.create_model("convnext_atto", depths=(2, 2, 5, 2))
+    state = load_state_dict(
+        {k: np.empty(v.shape, np.float32) for k, v in model.state_dict().items()}
+    )
+    with pytest.raises(ConversionError, match=r"depths \(2, 2, 5, 2\).*choose one with `variant`"):
+        resolve_spec(state)
 
 
 def test_model_without_layer_scale_converts():
     torch_model = random_torch_model(VARIANT, seed=8, layer_scale_init_value=0.0)
     assert not any(k.endswith("gamma") for k in torch_model.state_dict())
-    config = infer_config(load_state_dict(torch_model.state_dict()))
-    keras_model = convnext_tf.create_model(VARIANT, **config.overrides())
+    spec = resolve_spec(load_state_dict(torch_model.state_dict()))
+    keras_model = convnext_tf.create_model(spec)
     torch_to_keras(torch_model.state_dict(), keras_model)
     back = keras_to_torch(keras_model)
     assert all(torch.equal(back[k], v) for k, v in torch_model.state_dict().items())

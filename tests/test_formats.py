@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from converters import ConversionError, formats, load_state_dict
-from tests.helpers import random_torch_model
+from tests.helpers import random_torch_model, write_layout
 
 VARIANT = "convnext_atto"  # depths (2, 2, 6, 2), dims (40, 80, 160, 320)
 
@@ -79,7 +79,7 @@ def official():
     [("timm", TIMM_KEYS_WRITTEN_OUT, True), ("hf", HF_KEYS_WRITTEN_OUT, False)],
 )
 def test_written_layout_has_the_documented_names(official, layout, written_out, conv_mlp):
-    foreign = formats.from_official(official, layout, conv_mlp=conv_mlp)
+    foreign = write_layout(official, layout, conv_mlp=conv_mlp)
     assert len(foreign) == len(official) == 128
     for key, shape in written_out.items():
         assert key in foreign, key
@@ -89,7 +89,7 @@ def test_written_layout_has_the_documented_names(official, layout, written_out, 
 
 @pytest.mark.parametrize("layout, conv_mlp", [("timm", True), ("timm", False), ("hf", False)])
 def test_round_trip_through_a_layout_is_bit_exact(official, layout, conv_mlp):
-    foreign = formats.from_official(official, layout, conv_mlp=conv_mlp)
+    foreign = write_layout(official, layout, conv_mlp=conv_mlp)
     back, unmatched, _ = formats.to_official(foreign, layout)
     assert unmatched == []
     assert list(back) == list(official)
@@ -138,7 +138,7 @@ def assert_same(state, official):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 @pytest.mark.parametrize("layout, conv_mlp", [("timm", True), ("hf", False), ("official", False)])
 def test_files_in_every_layout_are_detected_and_read(tmp_path, official, suffix, layout, conv_mlp):
-    foreign = formats.from_official(official, layout, conv_mlp=conv_mlp)
+    foreign = write_layout(official, layout, conv_mlp=conv_mlp)
     state = load_state_dict(save(foreign, tmp_path / f"ckpt{suffix}"))
     assert state.layout == layout
     assert_same(state, official)
@@ -146,7 +146,7 @@ def test_files_in_every_layout_are_detected_and_read(tmp_path, official, suffix,
 
 
 def test_hugging_face_directory_with_config(tmp_path, official):
-    save(formats.from_official(official, "hf"), tmp_path / "model.safetensors")
+    save(write_layout(official, "hf"), tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps({"layer_norm_eps": 1e-12, "num_labels": 10}))
     state = load_state_dict(tmp_path)
     assert state.layout == "hf" and state.config["layer_norm_eps"] == 1e-12
@@ -154,7 +154,7 @@ def test_hugging_face_directory_with_config(tmp_path, official):
 
 
 def test_hugging_face_base_model_without_prefix_or_classifier(official):
-    hf = formats.from_official(official, "hf")
+    hf = write_layout(official, "hf")
     base = {k.removeprefix("convnext."): v for k, v in hf.items() if not k.startswith("classifier")}
     state = load_state_dict({k: torch.from_numpy(v) for k, v in base.items()})
     assert state.layout == "hf"
@@ -190,19 +190,19 @@ def test_ema_weights_are_chosen_explicitly(tmp_path, official):
     assert state.wrapper == "model_ema"
     assert np.array_equal(state.tensors["head.bias"], ema["head.bias"])
     torch.save({"model": checkpoint["model"]}, tmp_path / "plain.pth")
-    with pytest.raises(ConversionError, match="--ema asked for, but there is no 'model_ema'"):
+    with pytest.raises(ConversionError, match="`ema` asked for, but there is no 'model_ema'"):
         load_state_dict(tmp_path / "plain.pth", ema=True)
 
 
 def test_keys_without_a_rule_are_named_not_dropped(official):
-    timm = formats.from_official(official, "timm", conv_mlp=True)
+    timm = write_layout(official, "timm", conv_mlp=True)
     timm["head.pre_logits.fc.weight"] = np.zeros((3, 3), np.float32)
     with pytest.raises(ConversionError, match=r"1 keys have no name in the timm layout \(head.pre"):
         load_state_dict({k: torch.from_numpy(v) for k, v in timm.items()})
 
 
 def test_forcing_the_wrong_layout_says_which_it_looks_like(official):
-    timm = {k: torch.from_numpy(v) for k, v in formats.from_official(official, "timm").items()}
+    timm = {k: torch.from_numpy(v) for k, v in write_layout(official, "timm").items()}
     with pytest.raises(ConversionError, match="look like the timm layout"):
         load_state_dict(timm, layout="hf")
 
@@ -220,12 +220,11 @@ def test_convnext_v2_grn_names_and_shapes_in_every_layout():
     model = random_torch_model("convnextv2_atto", seed=32, num_classes=10)
     official = {k: v.numpy() for k, v in model.state_dict().items()}
     assert official["stages.1.0.grn.gamma"].shape == (1, 1, 1, 320)
-    timm = formats.from_official(official, "timm", conv_mlp=True)
+    timm = write_layout(official, "timm", conv_mlp=True)
     assert timm["stages.1.blocks.0.mlp.grn.weight"].shape == (320,)  # timm keeps (C,)
     assert timm["stages.1.blocks.0.mlp.grn.bias"].shape == (320,)
     hf = {
-        k.replace("convnext.", "convnextv2.", 1): v
-        for k, v in formats.from_official(official, "hf").items()
+        k.replace("convnext.", "convnextv2.", 1): v for k, v in write_layout(official, "hf").items()
     }
     assert hf["convnextv2.encoder.stages.1.layers.0.grn.weight"].shape == (1, 1, 1, 320)
     for layout, foreign in (("timm", timm), ("hf", hf)):

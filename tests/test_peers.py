@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import keras_outputs
-from tests.test_cli import run
+from tests.helpers import keras_outputs, run
 
 pytestmark = pytest.mark.peer
 

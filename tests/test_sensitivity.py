@@ -23,13 +23,24 @@ from tests.helpers import (
 VARIANT = "convnext_atto"
 
 
-@pytest.fixture
-def float64_pair():
+@pytest.fixture(scope="module")
+def float64_model_pair():
     torch_model = random_torch_model(VARIANT, seed=3).double()
     keras_model = converted_keras_model(torch_model, VARIANT, "float64")
     x = images(*ODD_SIZE, seed=3)
-    assert_float64_parity(torch_outputs(torch_model, x), keras_outputs(keras_model, x))  # intact
-    return torch_model, keras_model, x
+    expected = torch_outputs(torch_model, x)
+    assert_float64_parity(expected, keras_outputs(keras_model, x))  # intact
+    return expected, keras_model, x
+
+
+@pytest.fixture
+def float64_pair(float64_model_pair):
+    """The converted pair, each test's broken weight put back after it."""
+    expected, keras_model, x = float64_model_pair
+    saved = {key: v.numpy().copy() for key, v in keras_variables(keras_model).items()}
+    yield expected, keras_model, x
+    for key, variable in keras_variables(keras_model).items():
+        variable.assign(saved[key])
 
 
 def break_weight(keras_model, key: str, how) -> None:
@@ -59,10 +70,11 @@ def swap_kh_kw(kernel: np.ndarray) -> np.ndarray:
     ],
 )
 def test_float64_parity_catches_one_broken_weight(float64_pair, key, how, first_stage):
-    torch_model, keras_model, x = float64_pair
+    expected, keras_model, x = float64_pair
+    assert_float64_parity(expected, keras_outputs(keras_model, x))  # intact before
     break_weight(keras_model, key, how)
     with pytest.raises(AssertionError, match=f"^{first_stage}: float64"):
-        assert_float64_parity(torch_outputs(torch_model, x), keras_outputs(keras_model, x))
+        assert_float64_parity(expected, keras_outputs(keras_model, x))
 
 
 def test_float32_parity_catches_one_broken_weight():

@@ -1,0 +1,255 @@
+"""Hostile and careless inputs: files that claim more than they hold, checkpoints as people
+have them (wrapper prefixes, EMA entries, other wrappers, heads to drop), and one clear line
+for every kind of bad file or bad command line. Writing (signals, full disks, races) is in
+test_writing.py; random mutations of valid files in test_fuzz.py."""
+
+import json
+import os
+import resource
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from converters import ConversionError, convert_file, load_state_dict
+from tests.helpers import assert_one_line_error, run, write_layout
+
+# --- a small file must not take the machine ------------------------------------------------
+
+
+def peak_rss_growth(action) -> int:
+    """How far the process' peak resident memory rose during `action`, in bytes."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    action()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((20000, 20000), r"declares shape \(20000, 20000\) over 4 bytes of storage"),
+        ((10**6, 10**6), r"1,000,000,000,000 elements, more than any ConvNeXt tensor"),
+    ],
+)
+def test_a_broadcast_view_is_refused_before_it_is_materialised(
+    tmp_path, torch_model, shape, message
+):
+    state = dict(torch_model.state_dict())
+    state["head.weight"] = torch.zeros(1).expand(*shape)  # 4 bytes of storage
+    torch.save(state, tmp_path / "view.pth")
+    assert (tmp_path / "view.pth").stat().st_size < 20e6
+
+    def load():
+        with pytest.raises(ConversionError, match=message):
+            load_state_dict(tmp_path / "view.pth")
+
+    assert peak_rss_growth(load) < 100e6  # 20000^2 float32 would be 1.6 GB
+
+
+def test_a_zip_that_inflates_far_beyond_its_size_is_refused(tmp_path):
+    torch.save({"stem.weight": torch.zeros(64, 1024, 256)}, tmp_path / "plain.pth")  # 64 MiB
+    with (
+        zipfile.ZipFile(tmp_path / "plain.pth") as plain,
+        zipfile.ZipFile(tmp_path / "bomb.pth", "w", zipfile.ZIP_DEFLATED) as bomb,
+    ):
+        for member in plain.infolist():
+            bomb.writestr(member.filename, plain.read(member))
+    assert (tmp_path / "bomb.pth").stat().st_size < 1e6
+
+    def load():
+        with pytest.raises(ConversionError, match="refused: its zip members inflate to 67,"):
+            load_state_dict(tmp_path / "bomb.pth")
+
+    assert peak_rss_growth(load) < 30e6
+
+
+def test_a_keras_file_whose_config_asks_for_a_huge_model_is_refused_unbuilt(tmp_path):
+    import convnext_tf
+
+    convnext_tf.create_model("convnext_atto", num_classes=3).save(tmp_path / "small.keras")
+    with zipfile.ZipFile(tmp_path / "small.keras") as small:
+        members = {m.filename: small.read(m) for m in small.infolist()}
+    config = json.loads(members["config.json"])
+    config["config"].update(depths=[3, 3, 27, 3], dims=[256, 512, 1024, 2048])  # xlarge
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "huge.keras", "w") as huge:
+        for name, data in members.items():
+            huge.writestr(name, data)
+
+    def load():
+        code, _, err = run_cli("inspect", tmp_path / "huge.keras")
+        assert_one_line_error(
+            code,
+            err,
+            "config.json describes a convnext_xlarge of 348,154,115 parameters",
+            "but its weights file holds 13,",
+        )
+
+    assert peak_rss_growth(load) < 100e6
+
+
+# --- checkpoints as people have them -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix, said",
+    [
+        ("module.", "removed the prefix 'module.' (DataParallel)"),
+        ("_orig_mod.", "removed the prefix '_orig_mod.' (torch.compile)"),
+        ("module._orig_mod.", "removed the prefix '_orig_mod.' (torch.compile)"),
+    ],
+)
+def test_wrapper_prefixes_are_removed_and_said(capsys, tmp_path, torch_model, prefix, said):
+    state = {prefix + k: v for k, v in torch_model.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "ddp.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "ddp.pth", tmp_path / "m.weights.h5")
+    assert code == 0, err
+    assert said in err
+
+
+def test_timm_ema_weights_are_found_and_the_output_says_which(capsys, tmp_path, torch_model):
+    official = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    timm = {k: torch.from_numpy(v) for k, v in write_layout(official, "timm", True).items()}
+    ema = {k: v + 1 for k, v in timm.items()}
+    torch.save({"state_dict": timm, "state_dict_ema": ema, "epoch": 5}, tmp_path / "t.pth")
+    lines = []
+    convert_file(tmp_path / "t.pth", tmp_path / "raw.weights.h5", log=lines.append)
+    assert "under 'state_dict'" in lines[1]
+    assert any("EMA weights ('state_dict_ema'); `ema` converts those" in line for line in lines)
+    code, _, err = run(capsys, "convert", tmp_path / "t.pth", tmp_path / "e.weights.h5", "--ema")
+    assert code == 0 and "under 'state_dict_ema'" in err
+    state = load_state_dict(tmp_path / "t.pth", ema=True)
+    np.testing.assert_array_equal(state.tensors["head.bias"], official["head.bias"] + 1)
+
+
+def test_any_wrapper_by_key(capsys, tmp_path, torch_model):
+    torch.save({"net": torch_model.state_dict(), "step": 3}, tmp_path / "n.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "n.pth", tmp_path / "m.keras")
+    assert_one_line_error(code, err, "net, step are not tensors", "(--key names the entry")
+    code, _, err = run(capsys, "convert", tmp_path / "n.pth", tmp_path / "m.keras", "--key", "net")
+    assert code == 0 and "under 'net'" in err
+    code, _, err = run(capsys, "inspect", tmp_path / "n.pth", "--key", "model")
+    assert_one_line_error(code, err, "no 'model' entry holds a state_dict ('net', 'step')")
+
+
+def test_num_classes_zero_drops_the_head_and_says_so(capsys, tmp_path, checkpoint):
+    dst = tmp_path / "features.keras"
+    code, _, err = run(capsys, "convert", checkpoint, dst, "--num-classes", 0)
+    assert code == 0, err
+    assert "left out the head (head.weight, head.bias: 10 classes)" in err
+    assert "head.* absent" not in err
+    assert "126 tensors" in err
+
+
+def test_a_directory_with_both_weight_files_says_which_it_read(capsys, tmp_path, torch_model):
+    from safetensors.torch import save_file
+
+    hf = write_layout({k: v.numpy() for k, v in torch_model.state_dict().items()}, "hf")
+    save_file({k: torch.from_numpy(v) for k, v in hf.items()}, tmp_path / "model.safetensors")
+    torch.save({"unused": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
+    code, _, err = run(capsys, "convert", tmp_path, tmp_path / "m.weights.h5")
+    assert code == 0, err
+    assert "read model.safetensors; pytorch_model.bin also there, not read" in err
+
+
+def test_pickle_protocol_4_names_the_cause(tmp_path, torch_model):
+    torch.save(torch_model.state_dict(), tmp_path / "p4.pth", pickle_protocol=4)
+    with pytest.raises(ConversionError, match="saved with pickle protocol 4 or 5 .* save it again"):
+        load_state_dict(tmp_path / "p4.pth")
+
+
+# --- one clear line for every bad file -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, fragment",
+    [
+        ("[1, 2]", "holds a list, not a JSON object"),
+        ('"text"', "holds a str, not a JSON object"),
+        ("[" * 100_000 + "]" * 100_000, "config.json: not JSON"),
+        ('{"layer_norm_eps": "small"}', None),  # not a number: not used, no note
+    ],
+)
+def test_odd_config_json_is_one_line_or_ignored(capsys, tmp_path, torch_model, config, fragment):
+    from safetensors.torch import save_file
+
+    hf = write_layout({k: v.numpy() for k, v in torch_model.state_dict().items()}, "hf")
+    save_file({k: torch.from_numpy(v) for k, v in hf.items()}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(config)
+    code, _, err = run(capsys, "convert", tmp_path, tmp_path / "m.weights.h5")
+    if fragment is None:
+        assert code == 0, err
+        assert "layer_norm_eps" not in err
+    else:
+        assert_one_line_error(code, err, fragment)
+    assert "unexpected" not in err
+
+
+def test_a_meta_tensor_is_one_line(tmp_path, torch_model):
+    state = {**torch_model.state_dict(), "head.bias": torch.empty(10, device="meta")}
+    torch.save(state, tmp_path / "meta.pth")
+    with pytest.raises(ConversionError, match="head.bias is a meta tensor"):
+        load_state_dict(tmp_path / "meta.pth")
+
+
+def test_what_is_not_a_regular_file_is_refused_at_once(capsys, tmp_path):
+    os.mkfifo(tmp_path / "fifo.pth")  # reading it would block forever
+    code, _, err = run(capsys, "convert", tmp_path / "fifo.pth", tmp_path / "o.keras")
+    assert_one_line_error(code, err, "fifo.pth: not a regular file")
+    code, _, err = run(capsys, "inspect", "/dev/zero")
+    assert_one_line_error(code, err, "/dev/zero: not a regular file")
+    (tmp_path / "dir.keras").mkdir()
+    code, _, err = run(capsys, "inspect", tmp_path / "dir.keras")
+    assert_one_line_error(code, err, "dir.keras: is a directory, not a Keras file")
+
+
+# --- the command line itself ---------------------------------------------------------------
+
+
+def run_cli(*argv):
+    """The command line in this process, without capsys (for use inside a measured action)."""
+    import contextlib
+    import io
+
+    from converters.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(a) for a in argv])
+    return code, "", err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["conver", "a", "b"], "invalid choice: 'conver'"),
+        (["conver", "a", "b"], "did you mean convert?"),
+        (["convert"], "the following arguments are required: src, dst"),
+        (["compare", "a.pth", "b.keras", "--rtol", "-1"], "--rtol: must be a finite number"),
+        (["compare", "a.pth", "b.keras", "--size", "0", "5"], "--size: must be 1 or more"),
+        (["convert", "a.pth", "b.keras", "--from", "tim"], "invalid choice: 'tim'"),
+    ],
+)
+def test_a_bad_command_line_is_one_line_and_exit_status_2(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, *argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and fragment in err
+
+
+def test_a_misspelt_variant_gets_a_suggestion(capsys, checkpoint, tmp_path):
+    code, _, err = run(
+        capsys, "convert", checkpoint, tmp_path / "o.keras", "--variant", "convnext_tinny"
+    )
+    assert_one_line_error(
+        code, err, "unknown variant 'convnext_tinny'; did you mean convnext_tiny?"
+    )
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, "--version")
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("convnext ")

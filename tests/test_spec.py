@@ -1,0 +1,119 @@
+"""The one description of a model (converters.spec): framework-free, the papers' parameter
+counts from shapes alone, lookups both ways, and a clear error for what it cannot build."""
+
+import subprocess
+import sys
+
+import pytest
+
+from converters.spec import (
+    ISOTROPIC_VARIANTS,
+    VARIANTS,
+    ModelSpec,
+    SpecError,
+    as_backbone,
+    changes_from_variant,
+    from_arguments,
+    name_of,
+    names,
+    parameter_count,
+    resolve,
+    spec_from_name,
+)
+from tests.helpers import ALL_VARIANTS, PARAMETERS, TINY_SPECS
+
+
+def test_importing_the_spec_and_the_pure_converter_modules_loads_no_framework():
+    code = (
+        "import sys, converters.spec, converters.mapping, converters.formats, converters.errors; "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_model_files_import_the_spec_with_the_same_line():
+    from tests.helpers import KERAS, TORCH  # noqa: F401  (both packages importable)
+
+    lines = []
+    for package in ("convnext_torch", "convnext_tf"):
+        source = open(f"{package}/model.py").read().splitlines()
+        lines.append([line for line in source if line.startswith("from converters.spec")])
+    assert lines[0] == lines[1] and len(lines[0]) == 1
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_parameter_count_from_shapes_is_the_papers(variant):
+    assert parameter_count(spec_from_name(variant)) == PARAMETERS[variant]
+
+
+def test_every_variant_is_listed_once():
+    assert names() == [*VARIANTS, *ISOTROPIC_VARIANTS] == list(PARAMETERS)
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_name_of_the_spec_of_a_name_is_the_name(variant):
+    spec = spec_from_name(variant, num_classes=7, in_chans=1)
+    assert name_of(spec) == spec.name == variant
+    assert changes_from_variant(spec) == {"num_classes": 7, "in_chans": 1}
+
+
+def test_families_and_their_defaults():
+    assert spec_from_name("convnextv2_atto").use_grn
+    assert spec_from_name("convnextv2_atto").layer_scale_init_value == 0.0
+    assert spec_from_name("convnext_atto").layer_scale_init_value == 1e-6
+    assert spec_from_name("convnext_isotropic_small").layer_scale_init_value == 0.0
+    assert spec_from_name("convnext_isotropic_large").has_layer_scale
+    assert spec_from_name("convnextv2_tiny").family == "convnextv2"
+    assert spec_from_name("convnext_isotropic_base").family == "convnext_isotropic"
+    # a V1 spec with a V2's shapes is no V2 variant: the family is part of the name
+    assert name_of(spec_from_name("convnext_atto", use_grn=True)) == "convnextv2_atto"
+    assert name_of(TINY_SPECS["v1"]) is None and TINY_SPECS["v1"].name == "convnext"
+
+
+@pytest.mark.parametrize("case", list(TINY_SPECS))
+def test_arguments_round_trip(case):
+    spec = TINY_SPECS[case]
+    assert from_arguments(spec.kind, spec.arguments()) == spec
+    assert resolve(spec) is spec or resolve(spec) == spec
+
+
+def test_backbone_form():
+    spec = as_backbone(spec_from_name("convnext_tiny", num_classes=10), (1, 3))
+    assert (spec.kind, spec.num_classes, spec.out_indices) == ("backbone", 0, (1, 3))
+    assert spec.name == "convnext_tiny"
+    assert parameter_count(spec) == (
+        parameter_count(spec_from_name("convnext_tiny", num_classes=0))
+        - 2 * 768  # no final norm
+        + 2 * (192 + 768)  # norm1, norm3
+    )
+    with pytest.raises(SpecError, match="has no backbone form"):
+        as_backbone(spec_from_name("convnext_isotropic_small"))
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: spec_from_name("convnext_tinny"), "did you mean convnext_tiny"),
+        (lambda: spec_from_name("resnet50"), "unknown variant 'resnet50'; known: convnext_atto"),
+        (lambda: spec_from_name("convnext_tiny", num_clases=3), "unknown model argument"),
+        (lambda: spec_from_name("convnext_tiny", num_classes=-1), "num_classes must be 0"),
+        (lambda: ModelSpec(depths=(3, 3, 9)), "4 stages"),
+        (lambda: ModelSpec(kind="isotropic"), "1 stage"),
+        (lambda: ModelSpec(kind="detector"), "kind must be one of"),
+        (lambda: ModelSpec(out_indices=(0,)), "belong to a backbone"),
+        (lambda: ModelSpec(kind="backbone", num_classes=0, out_indices=(3, 1)), "increasing"),
+        (lambda: ModelSpec(kind="backbone", num_classes=0, out_indices=(4,)), "among 0, 1, 2, 3"),
+        (lambda: ModelSpec(norm_eps=1e-5), "norm_eps=1e-05 is not built yet"),
+        (lambda: ModelSpec(depths=(3, 0, 9, 3)), "must be positive"),
+    ],
+)
+def test_what_cannot_be_built_is_one_clear_error(build, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+        build()
+
+
+def test_lists_from_json_become_tuples():
+    spec = ModelSpec(depths=[1, 1, 1, 1], dims=[8, 8, 8, 8])
+    assert spec.depths == (1, 1, 1, 1) and hash(spec)
