@@ -5,26 +5,47 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-peers lint format diff bench clean
+.PHONY: install demo test test-all test-min test-peers lint format diff bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pyproject.toml declares ranges; constraints.txt pins the versions the README was measured with,
+# and [cpu] brings tensorflow-cpu.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[cpu,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m converters.demo
 
+# The default tier: structural cases on tiny specs, the real variants at the smallest sizes that
+# keep every code path, every named variant's parameter count (no weights allocated).
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The exhaustive tier as well: parity of every named variant in float64 and float32, up to the
+# 660M-parameter convnextv2_huge (about 10 GB resident at its peak, and much longer).
+test-all: $(STAMP)
+	$(PY) -m pytest -m "not peer"
+
+# The default tests again with the lowest versions pyproject.toml declares (constraints-min.txt),
+# in an environment of their own.
+test-min: .venv-min/.installed
+	.venv-min/bin/python -m pytest
+
+.venv-min/.installed: pyproject.toml constraints-min.txt
+	$(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints-min.txt -e '.[cpu,test]'
+	touch $@
 
 # Optional: the suite again with the real peers (transformers; timm in its own environment,
 # which needs torch 2.14.1 + torchvision, a multi-GB CUDA build). Not part of `make test`.
 test-peers:
 	$(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,peers]'
+	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints.txt -e '.[cpu,test,peers]'
 	$(PYTHON) -m venv .venv-timm
 	.venv-timm/bin/python -m pip install --quiet --disable-pip-version-check \
 		torch==2.14.1 torchvision==0.29.1 timm==1.0.31 safetensors==0.8.0 numpy==2.4.6
@@ -46,4 +67,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) .venv-peers .venv-timm build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-min .venv-peers .venv-timm build *.egg-info .pytest_cache .ruff_cache
