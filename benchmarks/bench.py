@@ -19,18 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.startup import import_tensorflow_quietly  # noqa: E402
+from converters.startup import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import torch  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+import torch
 
-import convnext_tf  # noqa: E402
-import convnext_torch  # noqa: E402
-from converters import torch_to_keras  # noqa: E402
+import convnext_tf
+import convnext_torch
+from converters import torch_to_keras
 
 RESULTS = Path(__file__).with_name("results.md")
 VARIANT, SIZE, REPEATS = "convnext_tiny", 224, 7

@@ -16,17 +16,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.startup import import_tensorflow_quietly  # noqa: E402
+from converters.startup import import_tensorflow_quietly
 
 import_tensorflow_quietly()
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import convnext_tf  # noqa: E402
-import convnext_torch  # noqa: E402
-from converters.convert import torch_to_keras  # noqa: E402
-from converters.parity import differences, keras_outputs, randomize_, torch_outputs  # noqa: E402
-from converters.spec import names  # noqa: E402
+import convnext_tf
+import convnext_torch
+from converters.convert import torch_to_keras
+from converters.parity import differences, keras_outputs, randomize_, torch_outputs
+from converters.spec import names
 
 ODD_SIZE = (61, 127)  # as the tests: a remainder at the stem and an odd size at every downsample
 SMALL = ["convnext_atto", "convnext_tiny", "convnextv2_atto"]  # also at 224x224

@@ -186,7 +186,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         with safe_open(str(path), framework="pt") as f:  # "pt": numpy has no bfloat16
-            return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+            return {key: f.get_tensor(key) for key in f.keys()}
     except Exception as e:  # SafetensorError, or OSError for an unreadable file
         text = first_sentence(e)
         raise ConversionError(f"{path}: not a readable safetensors file ({text})") from None

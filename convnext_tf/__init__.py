@@ -15,13 +15,13 @@ if importlib.util.find_spec("tensorflow") is None:
         name="tensorflow",
     )
 
-from converters.spec import (  # noqa: E402
+from converters.spec import (
     FAMILY_DEFAULTS,
     ISOTROPIC_VARIANTS,
     VARIANTS,
     ModelSpec,
 )
-from convnext_tf.model import (  # noqa: E402
+from convnext_tf.model import (
     GELU,
     GRN,
     Block,

@@ -17,7 +17,7 @@ import convnext_torch
 from converters import formats
 from converters.convert import keras_variables, torch_to_keras
 from converters.mapping import to_torch
-from converters.parity import (  # noqa: F401  (re-exported for the tests)
+from converters.parity import (
     Difference,
     differences,
     keras_outputs,
