@@ -14,11 +14,14 @@ exits 1 as well when the two models disagree, after printing where.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -46,6 +49,22 @@ FLAGS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # SIGTERM and SIGHUP unwind like Ctrl-C (KeyboardInterrupt), through the clean-up of what
+    # is being written; a second one while that runs is ignored. Only the main thread may set
+    # handlers: main() called from another thread leaves the process's own.
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+            if hasattr(signal, name):
+                signum = getattr(signal, name)
+                previous[signum] = signal.signal(signum, interrupt)
     try:
         import_tensorflow_quietly()  # before the library imports Keras: its notices go nowhere
         from converters import pipeline  # after parsing: --help does not wait for TensorFlow
@@ -57,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # unreadable source, full disk, no permission to write
         print(f"convnext: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("convnext: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: exit status 128 + the signal
+        by = f" by {signal.Signals(received[0]).name}" if received else ""
+        with contextlib.suppress(OSError):  # after SIGHUP, the terminal may be gone
+            print(f"convnext: interrupted{by}", file=sys.stderr)
+        return 128 + int(received[0] if received else signal.SIGINT)
     except Exception as e:  # a case not foreseen: still one line, the traceback on request
         if os.environ.get("CONVNEXT_DEBUG"):
             raise
@@ -70,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def as_flags(message: str) -> str:

@@ -1,14 +1,19 @@
 """Reading Keras files and writing every output file, atomically.
 
-Writing goes to a temporary file beside the destination, renamed onto it only once complete:
-a failed or interrupted conversion leaves nothing behind.
+Writing goes to a temporary directory of its own beside the destination, and the finished
+file is moved onto the destination name only once complete (and onto an existing file only
+when asked to): a failed or interrupted conversion leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import shutil
+import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -38,23 +43,153 @@ def suffix_of(path: Path, suffixes: tuple[str, ...]) -> str | None:
     return next((s for s in suffixes if path.name.endswith(s)), None)
 
 
+TEMP_PREFIX = ".convnext-"  # the temporary directory beside DST: .convnext-XXXXXXXX
+SPACE_MARGIN = 1 << 20  # bytes kept free beyond an output's expected size
+BYTES_PER_ARRAY = 4096  # an upper bound of the file formats' overhead per array (headers, names)
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+OUTPUT_SUFFIXES = KERAS_SUFFIXES + TORCH_SUFFIXES
+
+
 @contextlib.contextmanager
-def atomic_output(dst: Path) -> Iterator[str]:
-    """A temporary path beside `dst` with the same suffix (Keras checks it), renamed onto
-    `dst` only when the block succeeds; removed on any failure."""
-    suffix = suffix_of(dst, KERAS_SUFFIXES + TORCH_SUFFIXES) or dst.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=f".tmp{suffix}", dir=dst.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+def atomic_output(dst: Path, force: bool = False, size: int = 0) -> Iterator[str]:
+    """A path to write `dst` at, in a temporary directory of its own beside `dst`, with the
+    same suffix (Keras checks it); the file is moved to `dst` when the block succeeds. Without
+    `force` that move never replaces anything, even what appeared at `dst` meanwhile. The
+    directory, with whatever a writer put there (safetensors' own temporary file, Keras' see
+    write_keras), is removed in every case: an exception, or KeyboardInterrupt, which the
+    command line raises for SIGTERM and SIGHUP as well (SIGKILL cannot be cleaned up after).
+    `size`: the bytes expected, checked against the free space first; a writer's error for a
+    full disk becomes "no space left writing DST"."""
+    check_free_space(dst, size)
+    try:  # a short name: DST's own may be at the file-system limit of 255 bytes
+        workdir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=dst.parent)
+    except OSError as e:
+        raise cannot_write(dst, e) from None
     try:
-        yield tmp
+        tmp = os.path.join(workdir, "output" + (suffix_of(dst, OUTPUT_SUFFIXES) or dst.suffix))
+        try:
+            yield tmp
+            os.chmod(tmp, usual_mode(workdir))  # safetensors makes 0600 files
+            move_into_place(tmp, dst, force)
+        except ConversionError:
+            raise
+        except Exception as e:
+            if says_no_space(e) or disk_full(dst.parent):
+                needs = f": it takes about {megabytes(size)}" if size else ""
+                raise ConversionError(f"no space left writing {dst}{needs}") from None
+            raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_writable(dst: Path) -> None:
+    """Files can be created beside `dst`: tried first (a file without a name, where the system
+    has them), as a read-only directory would otherwise be found after the whole conversion."""
+    try:
+        with tempfile.TemporaryFile(dir=dst.parent):
+            pass
+    except OSError as e:
+        raise cannot_write(dst, e) from None
+
+
+def cannot_write(dst: Path, error: OSError) -> ConversionError:
+    if says_no_space(error):
+        return ConversionError(f"no space left writing {dst}")
+    return ConversionError(f"{dst}: cannot create files in {dst.parent} ({error.strerror})")
+
+
+def free_space(directory: Path) -> int | None:
+    """Bytes that can still be written on `directory`'s file system (None: not known)."""
+    try:
+        fs = os.statvfs(directory)
+    except (AttributeError, OSError):  # no statvfs on Windows
+        return None
+    root = getattr(os, "geteuid", lambda: -1)() == 0  # root may use the reserved blocks
+    return (fs.f_bfree if root else fs.f_bavail) * fs.f_frsize
+
+
+def check_free_space(dst: Path, size: int) -> None:
+    free = free_space(dst.parent)
+    if free is not None and free < size + SPACE_MARGIN:
+        raise ConversionError(
+            f"no space left writing {dst}: it takes about {megabytes(size)}, "
+            f"{megabytes(free)} free there"
+        )
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def says_no_space(error: BaseException) -> bool:
+    """Whether a writer's error is for a full disk or quota: an OSError's errno (h5py's too),
+    or the text of safetensors' ("No space left on device (os error 28)")."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(error) for text in ("No space left", "Disk quota exceeded"))
+
+
+def disk_full(directory: Path) -> bool:
+    """Whether `directory`'s file system is full: torch's error for that names no cause
+    ("[enforce fail at inline_container.cc:672] . unexpected pos 5139776 vs 5139664")."""
+    free = free_space(directory)
+    return free is not None and free < SPACE_MARGIN
+
+
+def usual_mode(directory: str) -> int:
+    """The mode a new file gets in `directory` (0666 less the umask): found by creating one, as
+    reading the umask means setting it, for every thread of the process."""
+    probe = os.path.join(directory, "mode")
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        return stat.S_IMODE(os.stat(probe).st_mode)
+    finally:
+        os.unlink(probe)
+
+
+def move_into_place(tmp: str, dst: Path, force: bool) -> None:
+    """`tmp` renamed to `dst`; without `force`, failing if anything is at `dst` at that very
+    moment (a dangling symlink included): a hard link, which never replaces, or where the file
+    system has none, a rename that does not (Linux's RENAME_NOREPLACE)."""
+    if force:
         os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        return
+    try:
+        os.link(tmp, dst)  # `tmp` goes with its directory
+    except FileExistsError:
+        raise appeared(dst) from None
+    except OSError as e:
+        if e.errno not in NO_HARD_LINKS:
+            raise
+        rename_noreplace(tmp, dst)
+
+
+def appeared(dst: Path) -> ConversionError:
+    return ConversionError(
+        f"{dst}: exists (it appeared during the conversion); pass `force` to overwrite it"
+    )
+
+
+def rename_noreplace(tmp: str, dst: Path) -> None:
+    """renameat2(tmp, dst, RENAME_NOREPLACE): Linux, on the file systems without hard links
+    (FAT, exFAT); where that is missing too, `force` is the only way."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        renameat2 = None
+    at_cwd, noreplace = -100, 1  # AT_FDCWD, RENAME_NOREPLACE
+    if renameat2 is not None:
+        if renameat2(at_cwd, os.fsencode(tmp), at_cwd, os.fsencode(dst), noreplace) == 0:
+            return
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise appeared(dst)
+        if code not in (errno.EINVAL, errno.ENOSYS):  # flag or call unknown here
+            raise OSError(code, os.strerror(code), str(dst))
+    raise ConversionError(
+        f"{dst}: this file system can neither link nor rename without replacing what may have "
+        "appeared there meanwhile; pass `force` to write it all the same"
+    )
 
 
 def h5_array_count(path: Path) -> int:
@@ -174,12 +309,51 @@ def keras_spec(model: keras.Model) -> ModelSpec:
     return from_arguments(KIND_OF_CLASS[type(model)], model.get_config())
 
 
-def write_torch(tensors: Mapping[str, np.ndarray], dst: Path) -> None:
-    """A state_dict as .safetensors (no pickle) or as a .pth/.pt/.bin torch.save file."""
-    with atomic_output(dst) as tmp:
+def write_torch(tensors: Mapping[str, np.ndarray], dst: Path, force: bool = False) -> None:
+    """A state_dict as .safetensors (no pickle) or as a .pth/.pt/.bin torch.save file, through
+    atomic_output (`force`: replace an existing `dst`)."""
+    size = sum(v.nbytes + BYTES_PER_ARRAY for v in tensors.values())
+    with atomic_output(dst, force, size) as tmp:
         if dst.name.endswith(".safetensors"):
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp)
         else:
             torch.save(
                 {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, tmp
             )
+
+
+def write_keras(model: keras.Model, dst: Path, force: bool = False) -> None:
+    """`model` as a .keras file (model.save) or its weights as a .weights.h5 file
+    (model.save_weights), through atomic_output (`force`: replace an existing `dst`).
+
+    Keras puts a directory of its own (a .keras file's assets) in tempfile's folder and leaves
+    it there when the write fails or is interrupted: it is made in atomic_output's directory
+    instead, and goes with it. The free space is checked first for a reason of its own here:
+    HDF5 does not recover from a failed write, and once h5py has failed to write a
+    .weights.h5 file, collecting it crashes the interpreter (exit 139). Only a disk filled by
+    another process during the write can still do that, after the error line is printed."""
+    size = sum(itemsize(v.dtype) * int(np.prod(v.shape)) + BYTES_PER_ARRAY for v in model.weights)
+    with atomic_output(dst, force, size) as tmp, temporary_folder(os.path.dirname(tmp)):
+        if dst.name.endswith(".keras"):
+            model.save(tmp)
+        else:
+            model.save_weights(tmp)
+
+
+def itemsize(dtype: object) -> int:
+    try:
+        return np.dtype(str(dtype)).itemsize
+    except TypeError:  # bfloat16: no numpy dtype
+        return 2
+
+
+@contextlib.contextmanager
+def temporary_folder(path: str) -> Iterator[None]:
+    """tempfile's folder is `path` for the block (Keras takes no parameter for it). It is the
+    process's: a thread making temporary files meanwhile makes them there as well."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = path
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous

@@ -12,6 +12,7 @@ through `log` (a function taking one line; the command line passes one that prin
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 import convnext_tf
 import convnext_torch
 from converters import formats, keras_applications
-from converters.checkpoint import StateDict, load_state_dict
+from converters.checkpoint import DIRECTORY_FILES, StateDict, load_state_dict
 from converters.convert import (
     check_match,
     infer_spec,
@@ -36,11 +37,12 @@ from converters.errors import ConversionError
 from converters.files import (
     KERAS_SUFFIXES,
     TORCH_SUFFIXES,
-    atomic_output,
+    check_writable,
     h5_array_count,
     keras_spec,
     load_keras_model,
     suffix_of,
+    write_keras,
     write_torch,
 )
 from converters.parity import ParityReport, compare
@@ -102,7 +104,7 @@ def convert_file(
     src, dst = Path(src), Path(dst)
     target = target or target_from_suffix(dst)
     check_target(target, dst)
-    check_destination(dst, force)
+    check_destination(dst, force, src)
     if variant is not None:
         checked_spec(variant)  # a misspelt name is named before a large file is read
     if suffix_of(src, KERAS_SUFFIXES):
@@ -112,18 +114,18 @@ def convert_file(
             raise ConversionError(
                 "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"
             )
-        return keras_file_to_pytorch(src, dst, target, variant, num_classes, log)
+        return keras_file_to_pytorch(src, dst, target, variant, num_classes, log, force)
 
     state = read_checkpoint(src, layout, ema, key, log)
     state, spec = model_spec(state, variant, num_classes, log)
     if target == "keras":
-        return pytorch_to_keras_file(state, spec, dst, log)
+        return pytorch_to_keras_file(state, spec, dst, log, force)
     if target == "keras-applications":
-        return pytorch_to_keras_applications(state, spec, dst, include_top, log)
+        return pytorch_to_keras_applications(state, spec, dst, include_top, log, force)
     with torch.device("meta"):  # names and shapes only
         model = convnext_torch.create_model(spec)
     check_match(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
-    return write_pytorch(state.tensors, spec, src, dst, target, log)
+    return write_pytorch(state.tensors, spec, src, dst, target, log, force)
 
 
 def read_checkpoint(
@@ -218,18 +220,14 @@ def build_arguments(spec: ModelSpec) -> dict:
 
 
 def pytorch_to_keras_file(
-    state: StateDict, spec: ModelSpec, dst: Path, log: Log = quiet
+    state: StateDict, spec: ModelSpec, dst: Path, log: Log = quiet, force: bool = False
 ) -> ConversionResult:
     model = convnext_tf.create_model(spec)
     report = torch_to_keras(state, model)
     for line in dtype_notes(report.source_dtypes, report.target_dtype):
         log(line)
     log(f"writing {dst}")
-    with atomic_output(dst) as tmp:
-        if dst.name.endswith(".keras"):
-            model.save(tmp)
-        else:
-            model.save_weights(tmp)
+    write_keras(model, dst, force)
     log(f"wrote {dst}: {report.tensors} tensors, {report.parameters:,} parameters")
     if dst.name.endswith(".keras"):
         load_with = f"import convnext_tf, keras; keras.models.load_model({str(dst)!r})"
@@ -243,15 +241,19 @@ def pytorch_to_keras_file(
 
 
 def pytorch_to_keras_applications(
-    state: StateDict, spec: ModelSpec, dst: Path, include_top: bool = True, log: Log = quiet
+    state: StateDict,
+    spec: ModelSpec,
+    dst: Path,
+    include_top: bool = True,
+    log: Log = quiet,
+    force: bool = False,
 ) -> ConversionResult:
     model = keras_applications.build(spec, include_top)
     skipped = keras_applications.assign(state, model, spec.depths, include_top)
     if skipped:
         log(f"skipped (no top): {', '.join(skipped)}")
     log(f"writing {dst}")
-    with atomic_output(dst) as tmp:
-        model.save_weights(tmp)
+    write_keras(model, dst, force)
     name = keras_applications.CONSTRUCTORS[spec.name]
     top = (
         f"classes={spec.num_classes}, classifier_activation=None"
@@ -282,6 +284,7 @@ def keras_file_to_pytorch(
     variant: str | None = None,
     num_classes: int | None = None,
     log: Log = quiet,
+    force: bool = False,
 ) -> ConversionResult:
     log(f"reading {src}")
     spec = None
@@ -292,15 +295,21 @@ def keras_file_to_pytorch(
     spec = keras_spec(model)
     tensors = {k: v.numpy() for k, v in keras_to_torch(model).items()}
     log(f"read {spec.name}, {describe(spec)}: {len(tensors)} tensors")
-    return write_pytorch(tensors, spec, src, dst, layout, log)
+    return write_pytorch(tensors, spec, src, dst, layout, log, force)
 
 
 def write_pytorch(
-    tensors: dict, spec: ModelSpec, src: Path, dst: Path, layout: str, log: Log = quiet
+    tensors: dict,
+    spec: ModelSpec,
+    src: Path,
+    dst: Path,
+    layout: str,
+    log: Log = quiet,
+    force: bool = False,
 ) -> ConversionResult:
     renamed, notes = formats.from_official(tensors, layout, spec)
     log(f"writing {dst} ({', '.join([f'{layout} layout', *notes])})")
-    write_torch(renamed, dst)
+    write_torch(renamed, dst, force)
     parameters = sum(int(v.size) for v in renamed.values())
     log(f"wrote {dst}: {len(renamed)} tensors, {parameters:,} parameters")
     reader = "safetensors.torch.load_file" if dst.name.endswith(".safetensors") else "torch.load"
@@ -335,13 +344,34 @@ def check_target(target: str, dst: Path) -> None:
         )
 
 
-def check_destination(dst: Path, force: bool) -> None:
+def check_destination(dst: Path, force: bool, src: Path | None = None) -> None:
+    """Before any work: `dst` may be written (its directory exists and takes new files), and
+    nothing is at `dst` (a dangling symlink counts) unless `force`, nor ever `src` itself, by
+    any name: the file would be replaced by its conversion (a training checkpoint would lose
+    its optimizer state and epoch)."""
     if dst.is_dir():
         raise ConversionError(f"{dst}: is a directory")
-    if dst.exists() and not force:
-        raise ConversionError(f"{dst}: exists; pass `force` to overwrite it")
+    if os.path.lexists(dst):
+        if src is not None and is_source(src, dst):
+            named = "" if dst == src else f" ({src})"
+            raise ConversionError(f"{dst}: is the source{named}; write the conversion elsewhere")
+        if not force:
+            raise ConversionError(f"{dst}: exists; pass `force` to overwrite it")
     if not dst.parent.is_dir():
         raise ConversionError(f"{dst.parent}: no such directory")
+    check_writable(dst)
+
+
+def is_source(src: Path, dst: Path) -> bool:
+    """Whether `dst` is `src` or, for a Hugging Face directory, the weights file read in it."""
+    sources = [src / name for name in DIRECTORY_FILES] if src.is_dir() else [src]
+    for source in sources:
+        try:
+            if os.path.samefile(source, dst):
+                return True
+        except OSError:  # either missing (a dangling symlink at dst)
+            pass
+    return False
 
 
 def checked_spec(variant: str, **overrides) -> ModelSpec:
