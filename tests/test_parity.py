@@ -61,10 +61,6 @@ def test_parity_odd_size(variant):
     check_parity(variant, *ODD_SIZE, seed=1)
 
 
-def test_parity_224():
-    check_parity("convnext_atto", 224, 224, seed=2)
-
-
 @pytest.mark.exhaustive
 @pytest.mark.parametrize("variant", [v for v in ALL_VARIANTS if v not in DEFAULT_TIER])
 def test_parity_odd_size_every_variant(variant):
@@ -72,6 +68,6 @@ def test_parity_odd_size_every_variant(variant):
 
 
 @pytest.mark.exhaustive
-@pytest.mark.parametrize("variant", [v for v in SMALL if v != "convnext_atto"])
-def test_parity_224_every_small_variant(variant):
+@pytest.mark.parametrize("variant", SMALL)
+def test_parity_224(variant):
     check_parity(variant, 224, 224, seed=2)

@@ -16,15 +16,11 @@ from tests.helpers import (
     torch_outputs,
 )
 
-CASES = {
-    **{case: spec for case, spec in TINY_SPECS.items() if spec.kind != "backbone"},  # see
-    "atto": "convnext_atto",  # test_backbone.py for the backbones against the reference
-}
+CASES = {case: spec for case, spec in TINY_SPECS.items() if spec.kind != "backbone"}  # see
+# test_backbone.py for the backbones against the reference
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_both_frameworks_match_the_numpy_reference(case):
-    spec = CASES[case]
+def check_against_reference(spec) -> None:
     torch_model = random_torch_model(spec, seed=21).double()
     x = images(*ODD_SIZE, seed=21)
     if not isinstance(spec, str):
@@ -36,10 +32,23 @@ def test_both_frameworks_match_the_numpy_reference(case):
     assert_float64_parity(expected, keras_outputs(keras_model, x))
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_both_frameworks_match_the_numpy_reference(case):
+    check_against_reference(CASES[case])
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize(
+    "variant", ["convnext_atto", "convnextv2_atto", "convnext_isotropic_small"]
+)
+def test_real_variants_match_the_numpy_reference(variant):
+    check_against_reference(variant)
+
+
 def test_reference_catches_a_shared_mistake():
     """The check above fails for a mistake both frameworks would share: here the final
     LayerNorm applied before pooling instead of after."""
-    torch_model = random_torch_model("convnext_atto", seed=22).double()
+    torch_model = random_torch_model(TINY_SPECS["v1"], seed=22).double()
     x = images(*ODD_SIZE, seed=22)
     state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
     outputs = torch_outputs(torch_model, x)

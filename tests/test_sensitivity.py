@@ -8,6 +8,7 @@ import pytest
 import convnext_tf
 import convnext_torch
 from converters import keras_variables, torch_to_keras
+from converters.spec import ModelSpec
 from tests.helpers import (
     ODD_SIZE,
     assert_float32_parity,
@@ -20,13 +21,16 @@ from tests.helpers import (
     torch_outputs,
 )
 
-VARIANT = "convnext_atto"
+VARIANT = "convnext_atto"  # for the demonstration on a real variant, below
+# The broken-weight checks run on a narrow model with the same structure as atto's stages
+# (stage 3 has a fourth block, stages.2.3): the subject is the check, not the width.
+SPEC = ModelSpec(depths=(2, 2, 4, 2), dims=(16, 32, 48, 64), num_classes=10)
 
 
 @pytest.fixture(scope="module")
 def float64_model_pair():
-    torch_model = random_torch_model(VARIANT, seed=3).double()
-    keras_model = converted_keras_model(torch_model, VARIANT, "float64")
+    torch_model = random_torch_model(SPEC, seed=3).double()
+    keras_model = converted_keras_model(torch_model, SPEC, "float64")
     x = images(*ODD_SIZE, seed=3)
     expected = torch_outputs(torch_model, x)
     assert_float64_parity(expected, keras_outputs(keras_model, x))  # intact
@@ -78,11 +82,11 @@ def test_float64_parity_catches_one_broken_weight(float64_pair, key, how, first_
 
 
 def test_float32_parity_catches_one_broken_weight():
-    torch_model = random_torch_model(VARIANT, seed=4).double()
+    torch_model = random_torch_model(SPEC, seed=4).double()
     x = images(*ODD_SIZE, seed=4)
     pt64 = torch_outputs(torch_model, x)
     torch_model.float()
-    keras_model = converted_keras_model(torch_model, VARIANT, "float32")
+    keras_model = converted_keras_model(torch_model, SPEC, "float32")
     pt32 = torch_outputs(torch_model, x)
     assert_float32_parity(pt32, keras_outputs(keras_model, x), pt64)  # intact
 
