@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-min test-peers lint format diff bench clean
+.PHONY: install demo test test-all test-min test-peers fuzz lint format diff bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ test-min: .venv-min/.installed
 	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check \
 		-c constraints-min.txt -e '.[cpu,test]'
 	touch $@
+
+# Fuzzing of the readers with new random inputs on every run (tests/test_fuzz.py): 2000 mutated
+# files of each kind, about 40 minutes on 2 cores. `make test` runs a fixed slice of it.
+fuzz: $(STAMP)
+	CONVNEXT_FUZZ_EXAMPLES=2000 $(PY) -m pytest tests/test_fuzz.py
 
 # Optional: the suite again with the real peers (transformers; timm in its own environment,
 # which needs torch 2.14.1 + torchvision, a multi-GB CUDA build). Not part of `make test`.

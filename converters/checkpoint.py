@@ -215,7 +215,7 @@ def read_checkpoint(path: Path) -> object:
                 "read (weights_only), nothing in the file is executed"
             ) from None
         opcode = re.search(r"Unsupported operand (\d+)", text)
-        if opcode and int(opcode.group(1)) in PROTOCOL_4_OPCODES and zipfile.is_zipfile(path):
+        if opcode and int(opcode.group(1)) in PROTOCOL_4_OPCODES and is_zip(path):
             raise ConversionError(
                 f"{path}: saved with pickle protocol 4 or 5 (opcode {opcode.group(1)}), which "
                 "torch's weights-only reader cannot read; save it again with torch.save's "
@@ -233,13 +233,20 @@ def read_checkpoint(path: Path) -> object:
         raise ConversionError(f"{path}: not a PyTorch checkpoint ({reason})") from None
 
 
-def check_inflation(path: Path) -> None:
-    if not zipfile.is_zipfile(path):
-        return  # a legacy (non-zip) torch file, or not a checkpoint: torch.load says which
+def is_zip(path: Path) -> bool:
     try:
+        return zipfile.is_zipfile(path)
+    except Exception:  # a damaged archive can make zipfile raise instead of answer
+        return False
+
+
+def check_inflation(path: Path) -> None:
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # a legacy (non-zip) torch file, or not a checkpoint: torch.load says which
         with zipfile.ZipFile(path) as archive:
             inflated = sum(member.file_size for member in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except Exception:  # BadZipFile, NotImplementedError (zip versions), ...: damage
         return  # torch.load names the damage
     size = path.stat().st_size
     if inflated > 2 * size + (1 << 20):
