@@ -246,7 +246,7 @@ def keras_reason(error: Exception) -> str:
     """What Keras' load errors mean for the user: they name a count of objects, not a cause."""
     text = first_sentence(error)
     if "could not be loaded" in text or "expected" in text and "variables" in text:
-        return f"its weights do not fit the model its config.json describes: {text}"
+        return f"its weights do not fit the model (its config.json, or `variant`): {text}"
     if "could not be deserialized" in text:
         return f"its config.json names layers or arguments this version cannot build: {text}"
     return text
