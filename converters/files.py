@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import io
 import json
 import os
 import shutil
@@ -217,6 +218,8 @@ def load_keras_model(path: Path, spec: ModelSpec | None = None) -> keras.Model:
     try:
         if kind == ".keras":
             check_keras_archive(path)
+            with zipfile.ZipFile(path) as archive:
+                check_self_contained(io.BytesIO(archive.read("model.weights.h5")), path)
             model = keras.models.load_model(path, safe_mode=True)
             if not isinstance(model, MODEL_KINDS):
                 raise ConversionError(f"{path}: holds a {type(model).__name__}, not a ConvNeXt")
@@ -227,6 +230,7 @@ def load_keras_model(path: Path, spec: ModelSpec | None = None) -> keras.Model:
                 "(and `num_classes` unless 1000)"
             )
         model = convnext_tf.create_model(spec)
+        check_self_contained(path, path)
         arrays = h5_array_count(path)
         if arrays != len(model.weights):
             changes = changes_from_variant(spec)
@@ -250,6 +254,30 @@ def keras_reason(error: Exception) -> str:
     if "could not be deserialized" in text:
         return f"its config.json names layers or arguments this version cannot build: {text}"
     return text
+
+
+def check_self_contained(source, path: Path) -> None:
+    """Refuse an HDF5 weights file that reaches outside itself before Keras reads it: a soft or
+    external link, a dataset stored in another file (external storage) or assembled from
+    others (a virtual dataset). HDF5 would follow them: read any file as weights, block on a
+    FIFO, or crash (Keras before 3.13.2 followed them; h5py segfaults on some). Keras writes
+    none of these. `source` is the file or a file object; `path` names it in the message."""
+    with h5py.File(source, "r") as weights:
+        groups = [weights]
+        while groups:
+            group = groups.pop()
+            for name in group:  # names only: nothing is resolved yet
+                link = group.get(name, getlink=True)
+                where = f"{group.name.rstrip('/')}/{name}"
+                if not isinstance(link, h5py.HardLink):
+                    kind = type(link).__name__
+                    raise ConversionError(f"{path}: refused: {where} is a {kind} (links out)")
+                item = group[name]
+                if isinstance(item, h5py.Group):
+                    groups.append(item)
+                elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+                    how = "a virtual dataset" if item.is_virtual else "stored in another file"
+                    raise ConversionError(f"{path}: refused: {where} is {how}")
 
 
 def check_regular_file(path: Path) -> None:

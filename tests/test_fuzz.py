@@ -1710,7 +1710,6 @@ def installed_before(package: str, version: str) -> bool:
 
 # Keras fixed CVE-2026-1669 in 3.13.2: before, its loader follows HDF5 external storage,
 # external links and virtual datasets. pyproject.toml allows keras>=3.6.0 (`make test-min`).
-KERAS_FOLLOWS_LINKS = installed_before("keras", "3.13.2")
 REACHING_OUT = {
     "external_storage": lambda target: (H5Edit(1, "external_storage", target),),
     # a link is not an array: one more array keeps load_keras_model's count right
@@ -1719,15 +1718,6 @@ REACHING_OUT = {
 }
 
 
-@pytest.mark.xfail(
-    KERAS_FOLLOWS_LINKS,
-    strict=True,
-    reason="keras < 3.13.2 follows a weights file's HDF5 external storage, external links and "
-    "virtual datasets: load_keras_model reads any file the weights name as weights, hangs "
-    "forever on a FIFO, and dies of SIGSEGV on a .keras whose weights hold a virtual dataset "
-    "(HDF5 through h5py's file-object driver); files.py leaves the check to Keras, and "
-    "pyproject.toml allows keras>=3.6.0",
-)
 @pytest.mark.parametrize(
     "suffix, how, target",
     [(".weights.h5", how, "fifo") for how in REACHING_OUT]
