@@ -263,7 +263,7 @@ def check_self_contained(source, path: Path) -> None:
     FIFO, or crash (Keras before 3.13.2 followed them; h5py segfaults on some). Keras writes
     none of these. `source` is the file or a file object; `path` names it in the message."""
     with h5py.File(source, "r") as weights:
-        groups = [weights]
+        groups, seen = [weights], {weights.id}
         while groups:
             group = groups.pop()
             for name in group:  # names only: nothing is resolved yet
@@ -274,6 +274,9 @@ def check_self_contained(source, path: Path) -> None:
                     raise ConversionError(f"{path}: refused: {where} is a {kind} (links out)")
                 item = group[name]
                 if isinstance(item, h5py.Group):
+                    if item.id in seen:  # a hard link back up the tree would never end
+                        raise ConversionError(f"{path}: refused: {where} is a group seen before")
+                    seen.add(item.id)
                     groups.append(item)
                 elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
                     how = "a virtual dataset" if item.is_virtual else "stored in another file"
