@@ -1699,17 +1699,8 @@ def test_finding_pth_whose_zip64_locator_names_another_disk(work, seeds):
         read_torch(path)  # anything else (BadZipFile, NotImplementedError) fails the test
 
 
-def installed_before(package: str, version: str) -> bool:
-    from importlib.metadata import version as installed
-
-    def parts(text: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
-
-    return parts(installed(package)) < parts(version)
-
-
-# Keras fixed CVE-2026-1669 in 3.13.2: before, its loader follows HDF5 external storage,
-# external links and virtual datasets. pyproject.toml allows keras>=3.6.0 (`make test-min`).
+# Weights that reach outside their file: HDF5 would follow them (Keras before 3.13.2 did, and
+# 3.13.2 with h5py 3.10 still did for links); converters.files.check_self_contained refuses them.
 REACHING_OUT = {
     "external_storage": lambda target: (H5Edit(1, "external_storage", target),),
     # a link is not an array: one more array keeps load_keras_model's count right
