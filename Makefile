@@ -10,10 +10,11 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # pyproject.toml declares ranges; constraints.txt pins the versions the README was measured with,
-# and [cpu] brings tensorflow-cpu.
+# [cpu] brings tensorflow-cpu, [deploy] what `convnext verify` / `export` use (Pillow, matplotlib,
+# LiteRT).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[cpu,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[cpu,test,deploy]'
 	touch $(STAMP)
 
 demo: $(STAMP)

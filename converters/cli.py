@@ -3,12 +3,15 @@ in converters.pipeline, which a Python user calls with the same options as param
 
     convnext convert SRC DST [--from auto|official|timm|hf] [--to keras|keras-applications|official|timm]
                      [--variant NAME] [--num-classes N] [--ema] [--no-top] [--force]
-    convnext compare TORCH_SRC KERAS_SRC [--variant NAME] [--size H W] [--batch N] [--rtol R]
+    convnext verify TORCH_SRC DEPLOYED [--size H W] [--batch N] [--images DIR] [--layout nhwc|nchw]
+                    [--pixels 0-255|0-1] [--mean R G B] [--std R G B] [--output logits|probabilities]
+                    [--atol A] [--rtol R] [--signature NAME] [--report PATH.html] [--json PATH]
+    convnext export SRC DST [--quantize float16|dynamic] [--variant NAME] [--force]
     convnext inspect FILE [--from ...] [--ema]
     convnext variants
 
-Every failure ends in one line on stderr and exit status 1; nothing is left at DST. compare
-exits 1 as well when the two models disagree, after printing where.
+Every failure ends in one line on stderr and exit status 1; nothing is left at DST. verify
+(`compare` is its old name) exits 0 on PASS, 1 on FAIL, 2 when its inputs are unusable.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ FLAGS = {
     "key": "--key",
     "size": "--size",
     "batch": "--batch",
+    "images": "--images",
+    "input_layout": "--layout",
+    "pixels": "--pixels",
+    "output": "--output",
+    "mean": "--mean",
+    "std": "--std",
+    "signature": "--signature",
+    "quantize": "--quantize",
 }
 
 
@@ -72,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, pipeline)
     except (ConversionError, SpecError) as e:
         print(f"convnext: error: {as_flags(str(e))}", file=sys.stderr)
-        return 1
+        return args.unusable
     except OSError as e:  # unreadable source, full disk, no permission to write
         print(f"convnext: error: {e}", file=sys.stderr)
-        return 1
+        return args.unusable
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: exit status 128 + the signal
         by = f" by {signal.Signals(received[0]).name}" if received else ""
         with contextlib.suppress(OSError):  # after SIGHUP, the terminal may be gone
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             "(set CONVNEXT_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
-        return 1
+        return args.unusable
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -142,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
         description="Convert ConvNeXt checkpoints between PyTorch and Keras 3, strictly.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.set_defaults(unusable=1)  # the exit status of a bad file; verify's is 2
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser(
@@ -166,34 +178,89 @@ def parser() -> argparse.ArgumentParser:
     convert.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     convert.set_defaults(run=run_convert)
 
-    compare = commands.add_parser(
-        "compare",
-        help="PyTorch checkpoint vs Keras file: where do they stop agreeing?",
-        description="Run a PyTorch checkpoint and a Keras model (.keras, or .weights.h5 of the "
-        "same variant) on the same random images and print the difference of each of the four "
-        "stage outputs and of the logits. Exit status 1 if any exceeds --rtol (relative to the "
-        "largest PyTorch value) or a top-1 class differs.",
+    verify = commands.add_parser(
+        "verify",
+        aliases=["compare"],
+        help="does a deployed model (SavedModel, .tflite, Keras) compute what PyTorch does?",
+        description="Run a PyTorch checkpoint and a deployed model on the same images and say "
+        "PASS or FAIL against a tolerance derived from the float32 noise floor (PyTorch in "
+        "float32 against float64 on the same inputs, times 10). DEPLOYED: a SavedModel "
+        "directory, a .tflite file, this project's .keras / .weights.h5, or a keras.applications "
+        "model or weights file. For this project's models and `convnext export` output, every "
+        "block is compared and the first divergence named. Exit status 0 PASS, 1 FAIL, 2 "
+        "unusable input.",
     )
-    compare.add_argument("torch_src", type=Path, help="PyTorch checkpoint")
-    compare.add_argument("keras_src", type=Path, help="Keras model: NAME.keras or NAME.weights.h5")
-    add_layout_option(compare, "key layout of TORCH_SRC (default: detected)")
-    add_model_options(compare)
-    compare.add_argument(
+    verify.add_argument("torch_src", type=Path, help="PyTorch checkpoint")
+    verify.add_argument("deployed", type=Path, help="SavedModel directory, .tflite or Keras file")
+    add_layout_option(verify, "key layout of TORCH_SRC (default: detected)")
+    add_model_options(verify)
+    verify.add_argument(
         "--size",
         type=positive_int,
         nargs=2,
-        default=(224, 224),
         metavar=("H", "W"),
-        help="height and width of the random images (default 224 224)",
+        help="image height and width (default: the artifact's own, else 224 224)",
     )
-    compare.add_argument(
-        "--batch", type=positive_int, default=4, help="images to compare (default 4)"
+    verify.add_argument(
+        "--batch", type=positive_int, default=4, help="random images, or images a batch (4)"
     )
-    compare.add_argument("--seed", type=int, default=0, help="seed of the random images")
-    compare.add_argument(
-        "--rtol", type=tolerance, default=1e-4, help="largest relative difference accepted (1e-4)"
+    verify.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    verify.add_argument(
+        "--images", type=Path, metavar="DIR", help="compare on the JPEG/PNG pictures in DIR"
     )
-    compare.set_defaults(run=run_compare)
+    verify.add_argument(
+        "--layout",
+        dest="input_layout",
+        choices=("nhwc", "nchw"),
+        help="the artifact's input layout (default: from its input shape, else nhwc)",
+    )
+    verify.add_argument(
+        "--pixels",
+        choices=("0-255", "0-1"),
+        help="the artifact takes raw pixels in this range (default: normalised input)",
+    )
+    verify.add_argument(
+        "--mean", type=float, nargs="+", metavar="M", help="normalisation mean (ImageNet's)"
+    )
+    verify.add_argument(
+        "--std", type=float, nargs="+", metavar="S", help="normalisation std (ImageNet's)"
+    )
+    verify.add_argument(
+        "--output",
+        choices=("logits", "probabilities"),
+        help="what the artifact returns (default: detected, else logits)",
+    )
+    verify.add_argument("--atol", type=tolerance, help="absolute tolerance of the output (0)")
+    verify.add_argument(
+        "--rtol", type=tolerance, help="relative tolerance, instead of the derived one"
+    )
+    verify.add_argument("--signature", help="the signature to call (default serving_default)")
+    verify.add_argument(
+        "--allow-tf32", action="store_true", help="on a GPU, leave TensorFloat-32 on"
+    )
+    verify.add_argument("--report", type=Path, metavar="PATH.html", help="write an HTML report")
+    verify.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON")
+    verify.set_defaults(run=run_verify, unusable=2)
+
+    export = commands.add_parser(
+        "export",
+        help="PyTorch checkpoint or Keras file -> SavedModel directory or .tflite file",
+        description="Export a ConvNeXt for deployment: DST ending in .tflite is a LiteRT "
+        "file, anything else a SavedModel directory. Both have the serving signature "
+        "(images NHWC normalised -> logits) and a `stages` signature with every block's "
+        "output, which `convnext verify` uses to say where a deployment goes wrong.",
+    )
+    export.add_argument("src", type=Path, help="PyTorch checkpoint or Keras file")
+    export.add_argument("dst", type=Path, help="SavedModel directory or NAME.tflite")
+    add_layout_option(export, "key layout of a PyTorch SRC (default: detected)")
+    add_model_options(export)
+    export.add_argument(
+        "--quantize",
+        choices=("float16", "dynamic"),
+        help=".tflite: float16 weights, or int8 weights with dynamic activations",
+    )
+    export.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    export.set_defaults(run=run_export)
 
     inspect = commands.add_parser(
         "inspect", help="what a checkpoint holds: layout, variant, classes, dtype, size"
@@ -250,29 +317,56 @@ def run_convert(args: argparse.Namespace, pipeline) -> int:
     return 0
 
 
-def run_compare(args: argparse.Namespace, pipeline) -> int:
-    report = pipeline.compare_files(
+def run_verify(args: argparse.Namespace, pipeline) -> int:
+    for path in (args.report, args.json):
+        if path is not None and not path.parent.is_dir():
+            raise ConversionError(f"{path.parent}: no such directory")
+    result = pipeline.verify_file(
         args.torch_src,
-        args.keras_src,
+        args.deployed,
         layout=args.layout,
         ema=args.ema,
         variant=args.variant,
         num_classes=args.num_classes,
-        size=tuple(args.size),
+        key=args.key,
+        size=tuple(args.size) if args.size else None,
         batch=args.batch,
         seed=args.seed,
-        key=args.key,
+        images=args.images,
+        input_layout=args.input_layout,
+        pixels=args.pixels,
+        mean=tuple(args.mean) if args.mean else None,
+        std=tuple(args.std) if args.std else None,
+        output=args.output,
+        atol=args.atol,
+        rtol=args.rtol,
+        signature=args.signature,
+        allow_tf32=args.allow_tf32,
         log=say,
     )
-    print(report.format())
-    diverged = report.first_divergence(args.rtol)
-    if diverged:
-        print(f"DIFFERENT: {diverged} is the first output off by more than {args.rtol:g} relative")
-        return 1
-    if report.top1_agreement is not None and report.top1_agreement < 1.0:
-        print("DIFFERENT: within tolerance, but some top-1 classes differ")
-        return 1
-    print(f"SAME: every output agrees within {args.rtol:g} relative")
+    print(as_flags(result.format()))
+    if args.report:
+        pipeline.write_report(result, args.report)
+        say(f"wrote {args.report}")
+    if args.json:
+        pipeline.write_json(result, args.json)
+        say(f"wrote {args.json}")
+    return 0 if result.passed else 1
+
+
+def run_export(args: argparse.Namespace, pipeline) -> int:
+    pipeline.export_file(
+        args.src,
+        args.dst,
+        quantize=args.quantize,
+        layout=args.layout,
+        ema=args.ema,
+        variant=args.variant,
+        num_classes=args.num_classes,
+        key=args.key,
+        force=args.force,
+        log=say,
+    )
     return 0
 
 

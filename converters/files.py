@@ -70,7 +70,12 @@ def atomic_output(dst: Path, force: bool = False, size: int = 0) -> Iterator[str
         tmp = os.path.join(workdir, "output" + (suffix_of(dst, OUTPUT_SUFFIXES) or dst.suffix))
         try:
             yield tmp
-            os.chmod(tmp, usual_mode(workdir))  # safetensors makes 0600 files
+            mode = usual_mode(workdir)
+            if os.path.isdir(tmp):  # a SavedModel: directories need the search bits
+                mode |= (mode & 0o444) >> 2
+            os.chmod(tmp, mode)  # safetensors makes 0600 files
+            if force and dst.is_dir() and not dst.is_symlink():  # os.replace keeps full ones
+                os.rename(dst, os.path.join(workdir, "replaced"))  # removed with workdir
             move_into_place(tmp, dst, force)
         except ConversionError:
             raise

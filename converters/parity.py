@@ -119,6 +119,70 @@ def keras_outputs(model: keras.Model, images: np.ndarray) -> dict[str, np.ndarra
     return outputs
 
 
+def trace(model, x, call, pool) -> dict:
+    """Every named intermediate output of a ConvNeXt of either framework, in the order they are
+    computed, under the names of the PyTorch modules that produce them: `downsample_layers.0`
+    (the stem), `stages.0.0`, `stages.0.1`, ... (after each block), then `norm` (pooled and
+    normalised) and `head` (logits) for a classifier, or `norm0`.. for a detection backbone;
+    an isotropic model has `stem` and `blocks.0`... The first name at which two implementations
+    differ says where one of them goes wrong.
+
+    `call(layer, x)` runs one layer (Keras: with training=False), `pool(x)` is the global
+    average pool in the framework's layout; the tensors come back as the framework made them,
+    so that this also runs inside a tf.function (convnext export)."""
+    points = {}
+    if hasattr(model, "blocks"):  # isotropic
+        x = points["stem"] = call(model.stem, x)
+        for j, block in enumerate(layers_of(model.blocks)):
+            x = points[f"blocks.{j}"] = call(block, x)
+    else:
+        for i in range(4):
+            x = points[f"downsample_layers.{i}"] = call(model.downsample_layers[i], x)
+            for j, block in enumerate(layers_of(model.stages[i])):
+                x = points[f"stages.{i}.{j}"] = call(block, x)
+            if is_backbone(model) and i in model.out_indices:
+                points[f"norm{i}"] = call(getattr(model, f"norm{i}"), x)
+    if not is_backbone(model):
+        x = points["norm"] = call(model.norm, pool(x))
+        if has_head(model):
+            points["head"] = call(model.head, x)
+    return points
+
+
+def has_head(model) -> bool:
+    """A classifier head rather than the identity of a model built with num_classes=0."""
+    head = model.head
+    return bool(head.weights if isinstance(head, keras.layers.Layer) else list(head.parameters()))
+
+
+def layers_of(sequential) -> list:
+    """The blocks of a stage: a torch nn.Sequential iterates over them, a keras.Sequential
+    lists them in .layers."""
+    return list(sequential.layers if isinstance(sequential, keras.Sequential) else sequential)
+
+
+def torch_trace(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
+    """trace() of a PyTorch ConvNeXt in inference mode on `images` (N, C, H, W) cast to the
+    model's dtype, as numpy arrays."""
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        points = trace(
+            model, torch.from_numpy(images).to(dtype), lambda f, x: f(x), lambda x: x.mean([-2, -1])
+        )
+    return {name: value.numpy() for name, value in points.items()}
+
+
+def keras_trace(model: keras.Model, images) -> dict:
+    """trace() of a Keras ConvNeXt in inference mode on `images` (N, H, W, C); tensors."""
+    return trace(
+        model,
+        images,
+        lambda f, x: f(x, training=False),
+        lambda x: keras.ops.mean(x, axis=(1, 2)),
+    )
+
+
 def is_backbone(model) -> bool:
     """A detection backbone (either framework): stage outputs only, no logits."""
     return hasattr(model, "out_indices")

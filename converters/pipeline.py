@@ -29,14 +29,15 @@ from converters.convert import (
     check_match,
     infer_spec,
     keras_to_torch,
-    load_torch_model,
     resolve_spec,
     torch_to_keras,
 )
 from converters.errors import ConversionError
+from converters.export import export_destination_problem, export_model
 from converters.files import (
     KERAS_SUFFIXES,
     TORCH_SUFFIXES,
+    atomic_output,
     check_writable,
     h5_array_count,
     keras_spec,
@@ -45,8 +46,9 @@ from converters.files import (
     write_keras,
     write_torch,
 )
-from converters.parity import ParityReport, compare
 from converters.spec import ModelSpec, SpecError, changes_from_variant, names, spec_from_name
+from converters.verification import Verification
+from converters.verify import verify
 
 LAYOUTS = ("auto", "official", "timm", "hf")  # key layouts read
 TARGETS = ("keras", "keras-applications", "official", "timm")  # what convert_file writes
@@ -382,40 +384,59 @@ def checked_spec(variant: str, **overrides) -> ModelSpec:
         raise ConversionError(str(e)) from None
 
 
-# --- compare -------------------------------------------------------------------------------
+# --- verify and export ---------------------------------------------------------------------
 
 
-def compare_files(
-    torch_src: str | Path,
-    keras_src: str | Path,
+def verify_file(torch_src: str | Path, deployed: str | Path, **options) -> Verification:
+    """converters.verify.verify: check a deployed model (SavedModel, .tflite, Keras file)
+    against a PyTorch checkpoint; the options are verify()'s."""
+    return verify(torch_src, deployed, **options)
+
+
+def export_file(
+    src: str | Path,
+    dst: str | Path,
+    quantize: str | None = None,
     layout: str = "auto",
     ema: bool = False,
     variant: str | None = None,
     num_classes: int | None = None,
-    size: tuple[int, int] = (224, 224),
-    batch: int = 4,
-    seed: int = 0,
     key: str | None = None,
+    force: bool = False,
     log: Log = quiet,
-) -> ParityReport:
-    """Run a PyTorch checkpoint and a Keras model (.keras, or .weights.h5 of the same model) on
-    the same random images, stage by stage (converters.parity.compare)."""
-    torch_src, keras_src = Path(torch_src), Path(keras_src)
-    if batch < 1 or min(size) < 32:
-        raise ConversionError("`batch` must be positive and `size` at least 32 x 32")
-    if not suffix_of(keras_src, KERAS_SUFFIXES):
-        raise ConversionError(f"{keras_src}: a Keras model must end in .keras or .weights.h5")
+) -> str:
+    """A PyTorch checkpoint (as convert_file reads it) or a Keras file, exported to `dst`: a
+    SavedModel directory, or a .tflite file when dst ends in .tflite (`quantize`: float16 or
+    dynamic). Both carry the `stages` signature that `convnext verify` localises with.
+    Returns what was written, in words."""
+    src, dst = Path(src), Path(dst)
+    problem = export_destination_problem(dst)
+    if problem:
+        raise ConversionError(problem)
+    if dst.exists() and not force:
+        raise ConversionError(f"{dst}: exists; pass `force` to overwrite it")
+    if not dst.parent.is_dir():
+        raise ConversionError(f"{dst.parent}: no such directory")
+    check_writable(dst)
     if variant is not None:
         checked_spec(variant)
-    state = read_checkpoint(torch_src, layout, ema, key, log)
-    state, spec = model_spec(state, variant, num_classes, log)
-    torch_model = convnext_torch.create_model(spec)
-    load_torch_model(state, torch_model)
-    keras_model = load_keras_model(keras_src, spec)
-    shape = (batch, spec.in_chans, *size)
-    images = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    log(f"comparing on {batch} random images of {size[0]}x{size[1]}")
-    return compare(torch_model, keras_model, images)
+    if suffix_of(src, KERAS_SUFFIXES):
+        if layout != "auto" or ema or key is not None:
+            raise ConversionError(
+                "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"
+            )
+        classes = {} if num_classes is None else {"num_classes": num_classes}
+        spec = checked_spec(variant, **classes) if variant else None
+        model = load_keras_model(src, spec)
+    else:
+        state = read_checkpoint(src, layout, ema, key, log)
+        state, spec = model_spec(state, variant, num_classes, log)
+        model = convnext_tf.create_model(spec)
+        torch_to_keras(state, model)
+    log(f"writing {dst}")
+    written = export_model(model, dst, quantize=quantize, force=force, log=log)
+    log(f"wrote {dst}: {written}")
+    return written
 
 
 # --- inspect and variants ------------------------------------------------------------------
@@ -488,3 +509,21 @@ def inspect_keras(path: Path) -> list[tuple]:
         ("tensors", str(len(model.weights))),
         ("parameters", f"{model.count_params():,}"),
     ]
+
+
+def write_report(result: Verification, path: str | Path) -> None:
+    """`result` as one self-contained HTML page (converters.report), written atomically."""
+    from converters.report import render_html
+
+    write_text(render_html(result), Path(path))
+
+
+def write_json(result: Verification, path: str | Path) -> None:
+    write_text(result.to_json() + "\n", Path(path))
+
+
+def write_text(text: str, path: Path) -> None:
+    """A report replaces the previous one: a check is rerun, its report rewritten."""
+    data = text.encode()
+    with atomic_output(path, force=True, size=len(data)) as tmp, open(tmp, "wb") as f:
+        f.write(data)

@@ -335,8 +335,10 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 1
+def assert_one_line_error(code: int, err: str, *fragments: str, status: int = 1) -> None:
+    """One line on stderr naming the problem, and the exit status: 1 for a bad file, 2 for
+    input that `convnext verify` cannot use."""
+    assert code == status
     last = err.strip().splitlines()[-1]
     assert last.startswith("convnext: error: ")
     for fragment in fragments:

@@ -115,8 +115,8 @@ def test_detection_checkpoint_converts_its_backbone_and_names_the_rest(
     found = backbone_outputs(keras.models.load_model(tmp_path / "b.keras"), x)
     for name in expected:
         np.testing.assert_allclose(found[name], expected[name], rtol=1e-4, atol=1e-4)
-    code, out, _ = run(capsys, "compare", path, tmp_path / "b.keras", "--size", 61, 127)
-    assert code == 0 and "logits" not in out
+    code, out, _ = run(capsys, "verify", path, tmp_path / "b.keras", "--size", 61, 127)
+    assert code == 0 and "norm3" in out and "PASS: features" in out
 
 
 def test_detection_checkpoint_refuses_a_head(capsys, tmp_path, detection_checkpoint):

@@ -168,15 +168,15 @@ def test_console_script_runs_as_its_own_process(tmp_path, checkpoint):
     assert bad.stdout == ""
 
 
-def test_compare_says_same_for_a_faithful_conversion(capsys, tmp_path, checkpoint):
+def test_verify_passes_a_faithful_conversion(capsys, tmp_path, checkpoint):
     assert run(capsys, "convert", checkpoint, tmp_path / "m.keras")[0] == 0
-    code, out, err = run(capsys, "compare", checkpoint, tmp_path / "m.keras", "--size", 61, 127)
+    code, out, err = run(capsys, "verify", checkpoint, tmp_path / "m.keras", "--size", 61, 127)
     assert code == 0, err
-    assert "stage 4" in out and "top-1 agreement: 4/4" in out
-    assert out.strip().splitlines()[-1].startswith("SAME: every output agrees")
+    assert "stages.3.0" in out and "top-1 agreement: 4/4" in out
+    assert out.strip().splitlines()[-1].startswith("PASS: logits max rel")
 
 
-def test_compare_names_the_stage_where_a_deployment_diverges(capsys, tmp_path, checkpoint):
+def test_verify_names_the_block_where_a_deployment_diverges(capsys, tmp_path, checkpoint):
     from converters import keras_variables
 
     assert run(capsys, "convert", checkpoint, tmp_path / "m.weights.h5")[0] == 0
@@ -185,17 +185,19 @@ def test_compare_names_the_stage_where_a_deployment_diverges(capsys, tmp_path, c
     kernel = keras_variables(deployed)["stages.2.1.dwconv.weight"]
     kernel.assign(kernel.numpy().swapaxes(0, 1))  # a kh/kw slip in stage 3
     deployed.save_weights(tmp_path / "deployed.weights.h5")
+    # `compare` is verify's old name
     code, out, _ = run(capsys, "compare", checkpoint, tmp_path / "deployed.weights.h5")
     assert code == 1
-    assert "DIFFERENT: stage 3 is the first output" in out
+    assert "first divergence: stages.2.1" in out
+    assert out.strip().splitlines()[-1].startswith("FAIL: logits")
 
 
-def test_compare_bad_keras_file_is_one_line(capsys, tmp_path, checkpoint):
+def test_verify_bad_keras_file_is_one_line_and_exit_2(capsys, tmp_path, checkpoint):
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
-    code, _, err = run(capsys, "compare", checkpoint, tmp_path / "broken.keras")
-    assert_one_line_error(code, err, "broken.keras: not a Keras model file")
-    code, _, err = run(capsys, "compare", checkpoint, tmp_path / "absent.weights.h5")
-    assert_one_line_error(code, err, "absent.weights.h5: no such file")
+    code, _, err = run(capsys, "verify", checkpoint, tmp_path / "broken.keras")
+    assert_one_line_error(code, err, "broken.keras: not a Keras model file", status=2)
+    code, _, err = run(capsys, "verify", checkpoint, tmp_path / "absent.weights.h5")
+    assert_one_line_error(code, err, "absent.weights.h5: no such file", status=2)
 
 
 @pytest.mark.parametrize(

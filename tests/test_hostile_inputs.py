@@ -226,7 +226,7 @@ def run_cli(*argv):
         (["conver", "a", "b"], "invalid choice: 'conver'"),
         (["conver", "a", "b"], "did you mean convert?"),
         (["convert"], "the following arguments are required: src, dst"),
-        (["compare", "a.pth", "b.keras", "--rtol", "-1"], "--rtol: must be a finite number"),
+        (["verify", "a.pth", "b.keras", "--rtol", "-1"], "--rtol: must be a finite number"),
         (["compare", "a.pth", "b.keras", "--size", "0", "5"], "--size: must be 1 or more"),
         (["convert", "a.pth", "b.keras", "--from", "tim"], "invalid choice: 'tim'"),
     ],
@@ -253,3 +253,30 @@ def test_version(capsys):
         run(capsys, "--version")
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("convnext ")
+
+
+def test_verify_refuses_a_savedmodel_whose_signature_writes_files(capsys, checkpoint, tmp_path):
+    """A SavedModel is a graph that verify runs: one whose serving signature writes a file (in
+    a function it calls, as tf.function nests them) is refused before anything is loaded or
+    called, and the file is never written."""
+    import tensorflow as tf
+
+    target = tmp_path / "written-by-the-model"
+
+    @tf.function
+    def side_effect(images):
+        tf.io.write_file(str(target), "x")
+        return images
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def serve(images):
+        return {"logits": tf.reduce_mean(side_effect(images), axis=[1, 2])}
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": serve})
+    code, _, err = run(capsys, "verify", checkpoint, tmp_path / "model", "--size", 61, 67)
+    assert_one_line_error(
+        code, err, "refused: signature 'serving_default' runs WriteFile", status=2
+    )
+    assert not target.exists()

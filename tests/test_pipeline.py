@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 import convnext_tf
 from converters import ConversionError, convert_file
-from converters.pipeline import compare_files, inspect_file
+from converters.pipeline import inspect_file, verify_file
 from converters.spec import parameter_count, spec_from_name
 from tests.helpers import (
     assert_one_line_error,
@@ -43,12 +43,12 @@ def test_convert_file_to_timm_and_back_through_keras(tmp_path, checkpoint, torch
     assert all(torch.equal(state[k], v) for k, v in torch_model.state_dict().items())
 
 
-def test_inspect_and_compare_from_python(tmp_path, checkpoint):
+def test_inspect_and_verify_from_python(tmp_path, checkpoint):
     rows = dict(inspect_file(checkpoint))
     assert rows["variant"] == VARIANT and rows["classes"] == "10" and rows["not weights"] == "epoch"
     convert_file(checkpoint, tmp_path / "m.keras")
-    report = compare_files(checkpoint, tmp_path / "m.keras", size=(61, 127), batch=2)
-    assert report.first_divergence(1e-4) is None and report.top1_agreement == 1.0
+    result = verify_file(checkpoint, tmp_path / "m.keras", size=(61, 127), batch=2)
+    assert result.passed and result.first_divergence is None and result.top1 == 1.0
 
 
 def test_library_errors_name_parameters_and_the_command_line_its_flags(

@@ -1,0 +1,540 @@
+"""The deployed models `convnext verify` checks, behind one interface.
+
+What people deploy is seldom this project's own Keras file: a SavedModel that TF Serving runs,
+a .tflite file on a phone, a keras.applications model, a port somebody wrote by hand. Each is
+opened here as an Artifact that says what it knows about itself (the input layout and size it
+takes, whether it wants pixels or normalised input, whether it ends in a softmax, the
+precision it computes in) and runs a batch the way its users run it: a SavedModel through its
+serving signature, a .tflite file through the LiteRT interpreter.
+
+Artifacts written by this project (convnext_tf files, and `convnext export` output, which
+carries a second signature, `stages`) also give their intermediate outputs under the PyTorch
+module names (converters.parity.trace), so that a difference can be traced to the block or
+stem where it starts. Anything else is a black box: only its output can be compared.
+
+Opening a SavedModel or .tflite file runs none of the Python in it (a SavedModel holds a
+TensorFlow graph, a .tflite file LiteRT operators); calling it runs that graph, which is
+what verifying it means. Keras files are read in Keras' safe mode (no lambdas).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from converters import keras_applications
+from converters.errors import ConversionError, first_sentence
+from converters.files import (
+    KERAS_SUFFIXES,
+    check_regular_file,
+    check_self_contained,
+    load_keras_model,
+    suffix_of,
+)
+from converters.parity import is_backbone, keras_trace
+from converters.spec import ModelSpec
+
+SERVING_SIGNATURE = "serving_default"  # what TF Serving and LiteRT call by default
+TRACE_SIGNATURE = "stages"  # convnext export's second signature: every intermediate output
+PROBABILITY_NAMES = ("probabilities", "probs", "predictions", "softmax")
+
+
+@dataclass
+class Artifact:
+    """A deployed model, and what is known of the input it takes and the output it gives.
+
+    None means not known: verify then uses its options, or a default it says it assumed."""
+
+    path: Path
+    kind: str  # keras, keras-applications, savedmodel, tflite
+    description: str
+    layout: str | None = "nhwc"  # nhwc or nchw
+    size: tuple[int, int] | None = None  # a fixed (H, W) the artifact takes
+    pixels: str | None = None  # 0-255 or 0-1 when it normalises its input itself
+    output: str | None = "logits"  # logits, probabilities, features; None: not known
+    precision: str = "float32"  # what it computes in: float32, float64, float16, dynamic-int8
+    input_dtype: str = "float32"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def traced(self) -> bool:
+        """Whether trace() gives the intermediate outputs."""
+        return False
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The artifact's output on `x` (in its own layout and scale), as numpy."""
+        raise NotImplementedError
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The named intermediate outputs (converters.parity.trace), channels last."""
+        raise ConversionError(f"{self.path}: {self.kind} artifacts give their outputs only")
+
+
+# --- Keras files --------------------------------------------------------------------------
+
+
+@dataclass
+class KerasArtifact(Artifact):
+    """A Keras model in memory: this project's (traced) or another (a black box)."""
+
+    model: keras.Model | None = None
+    ours: bool = False
+
+    @property
+    def traced(self) -> bool:
+        return self.ours
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out = self.model(x, training=False)
+        if isinstance(out, (list, tuple)):  # a detection backbone: its last output
+            out = out[-1]
+        return keras.ops.convert_to_numpy(out)
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.ours:
+            return super().trace(x)
+        return {k: keras.ops.convert_to_numpy(v) for k, v in keras_trace(self.model, x).items()}
+
+
+def open_keras(path: Path, spec: ModelSpec | None) -> KerasArtifact:
+    check_regular_file(path)
+    if path.name.endswith(".weights.h5"):
+        if weights_are_ours(path):
+            model = load_keras_model(path, spec)
+            return ours(path, model, "this project's Keras weights (.weights.h5)")
+        return keras_applications_weights(path, spec)
+    if config_class(path) in ("ConvNeXt", "ConvNeXtBackbone", "ConvNeXtIsotropic"):
+        return ours(path, load_keras_model(path), "this project's Keras model (.keras)")
+    return foreign_keras(path)
+
+
+def ours(path: Path, model: keras.Model, description: str) -> KerasArtifact:
+    output = "features" if is_backbone(model) or not model.head.weights else "logits"
+    return KerasArtifact(
+        path,
+        "keras",
+        description,
+        output=output,
+        precision=model.compute_dtype,
+        input_dtype=model.compute_dtype,
+        model=model,
+        ours=True,
+    )
+
+
+def weights_are_ours(path: Path) -> bool:
+    """A convnext_tf weights file has top-level groups named after the model's attributes;
+    a Functional model's (keras.applications) has only `layers` and `vars`."""
+    check_self_contained(path, path)
+    try:
+        with h5py.File(path, "r") as f:
+            return "downsample_layers" in f or "stem" in f
+    except OSError as e:
+        raise ConversionError(f"{path}: not a Keras weights file ({first_sentence(e)})") from None
+
+
+def keras_applications_weights(path: Path, spec: ModelSpec | None) -> KerasArtifact:
+    """A keras.applications weights file, as `convnext convert --to keras-applications` writes
+    it: built with include_preprocessing (pixels 0-255 in) and without the softmax, as the
+    weights alone say neither; the variant comes from the PyTorch side."""
+    if spec is None:
+        raise ConversionError(f"{path}: a keras.applications weights file needs `variant`")
+    errors = []
+    for include_top in (spec.num_classes > 0, False):
+        try:
+            model = keras_applications.build(spec, include_top=include_top)
+            model.load_weights(path)
+        except ConversionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - Keras raises many types for a mismatch
+            errors.append(first_sentence(e))
+            continue
+        output = "logits" if include_top else "features"
+        return KerasArtifact(
+            path,
+            "keras-applications",
+            f"keras.applications {keras_applications.CONSTRUCTORS[spec.name]} weights "
+            f"({'with' if include_top else 'without'} its top, no softmax)",
+            pixels="0-255",
+            output=output,
+            model=model,
+        )
+    raise ConversionError(f"{path}: not keras.applications weights of {spec.name} ({errors[0]})")
+
+
+def config_class(path: Path) -> str | None:
+    """The class a .keras file's config.json names, or None if it is no Keras file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, zipfile.BadZipFile, ValueError, RecursionError, OSError) as e:
+        raise ConversionError(f"{path}: not a Keras model file ({first_sentence(e)})") from None
+    return config.get("class_name") if isinstance(config, dict) else None
+
+
+def foreign_keras(path: Path) -> KerasArtifact:
+    """Any other .keras model (keras.applications, a hand-written port), loaded in safe mode
+    and called as a black box."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(member.file_size for member in archive.infolist())
+            if inflated > 2 * path.stat().st_size + (1 << 20):
+                raise ConversionError(f"{path}: refused: its members inflate to {inflated:,} bytes")
+            check_self_contained(io.BytesIO(archive.read("model.weights.h5")), path)
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except ConversionError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ConversionError(f"{path}: cannot load ({first_sentence(e)})") from None
+    names = [layer.name for layer in model.layers]
+    applications = any(name.endswith("_prestem_normalization") for name in names)
+    last = getattr(model.layers[-1], "activation", None)
+    softmax = getattr(last, "__name__", "") == "softmax"
+    shape = model.inputs[0].shape if model.inputs else None
+    artifact = KerasArtifact(
+        path,
+        "keras-applications" if applications else "keras",
+        f"{'a keras.applications' if applications else 'a Keras'} model ({model.name})",
+        pixels="0-255" if applications else None,
+        output="probabilities" if softmax else ("logits" if applications else None),
+        precision=model.compute_dtype,
+        input_dtype=model.compute_dtype,
+        model=model,
+    )
+    if shape is not None:
+        artifact.layout, artifact.size = layout_of(shape)
+    if applications:
+        artifact.notes.append("keras.applications normalises its input: it gets pixels 0-255")
+    return artifact
+
+
+# --- SavedModel ---------------------------------------------------------------------------
+
+
+@dataclass
+class SavedModelArtifact(Artifact):
+    """A SavedModel directory, called through a signature as TF Serving calls it."""
+
+    serving: object = None  # the concrete function of the serving signature
+    stages: object = None  # convnext export's trace signature, if there is one
+    input_name: str = ""
+    output_name: str = ""
+    keep: object = None  # the loaded object: its variables live as long as it does
+
+    @property
+    def traced(self) -> bool:
+        return self.stages is not None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        outputs = self.serving(**{self.input_name: tf.constant(x, dtype=self.input_dtype)})
+        return outputs[self.output_name].numpy()
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        outputs = self.stages(**{self.input_name: tf.constant(x, dtype=self.input_dtype)})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+# Operations that reach outside the computation: files, checkpoints, Python callbacks. A
+# signature that verify calls must use none of them (the saver's own functions, which do, are
+# never called). A list of what is refused, not of what is allowed, so that a hand-written
+# port's unusual arithmetic still runs.
+OUTSIDE_OPS = frozenset(
+    """ReadFile WriteFile MatchingFiles DeleteFile Save SaveV2 SaveSlices Restore RestoreV2
+    RestoreSlice MergeV2Checkpoints PyFunc PyFuncStateless EagerPyFunc ImmutableConst
+    WholeFileReader WholeFileReaderV2 TFRecordReader TFRecordReaderV2 TextLineReader
+    TextLineReaderV2 FixedLengthRecordReader FixedLengthRecordReaderV2 LMDBReader
+    TFRecordDataset TFRecordDatasetV2 TextLineDataset FixedLengthRecordDataset
+    FixedLengthRecordDatasetV2 SaveDataset SaveDatasetV2 LoadDataset WriteSummary
+    CreateSummaryFileWriter WriteAudioSummary WriteImageSummary WriteScalarSummary
+    WriteHistogramSummary WriteRawProtoSummary DebugIdentity DebugIdentityV2
+    DebugIdentityV3""".split()
+)
+
+
+def check_signature_ops(path: Path, signatures: tuple[str, ...]) -> None:
+    """Refuse a SavedModel whose `signatures` would read or write files or call Python when
+    run: every operation reachable from their outputs (through the functions they call, to
+    any depth) is read from saved_model.pb before TensorFlow loads anything."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    except Exception as e:  # noqa: BLE001 - a DecodeError, or an OSError
+        raise ConversionError(
+            f"{path}: saved_model.pb is unreadable ({first_sentence(e)})"
+        ) from None
+    for graph in saved.meta_graphs:
+        nodes = {node.name: node for node in graph.graph_def.node}
+        functions = {f.signature.name: f for f in graph.graph_def.library.function}
+        for key in signatures:
+            if key not in graph.signature_def:
+                continue
+            outputs = graph.signature_def[key].outputs.values()
+            pending = [tensor.name.split(":")[0] for tensor in outputs]
+            seen_nodes: set[str] = set()
+            seen_functions: set[str] = set()
+            while pending:
+                name = pending.pop()
+                if name in seen_nodes or name not in nodes:
+                    continue
+                seen_nodes.add(name)
+                node = nodes[name]
+                pending += [i.lstrip("^").split(":")[0] for i in node.input]
+                refuse_ops(path, key, [node], functions, seen_functions)
+
+
+def refuse_ops(path, key, nodes, functions, seen) -> None:
+    """Check `nodes` and every function they call, to any depth."""
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        if node.op in OUTSIDE_OPS:
+            raise ConversionError(
+                f"{path}: refused: signature {key!r} runs {node.op}, which reaches outside "
+                "the computation (files or Python)"
+            )
+        called = [node.op] if node.op in functions else []
+        for value in node.attr.values():
+            called += [value.func.name] if value.HasField("func") else []
+            called += [f.name for f in value.list.func]
+        for name in called:
+            if name in functions and name not in seen:
+                seen.add(name)
+                stack += list(functions[name].node_def)
+
+
+def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
+    import tensorflow as tf
+
+    check_signature_ops(path, (signature or SERVING_SIGNATURE, TRACE_SIGNATURE))
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:  # noqa: BLE001 - TensorFlow raises many types for a bad directory
+        raise ConversionError(f"{path}: cannot load the SavedModel ({first_sentence(e)})") from None
+    signatures = dict(loaded.signatures)
+    key = signature or SERVING_SIGNATURE
+    if key not in signatures:
+        have = ", ".join(signatures) or "none"
+        raise ConversionError(f"{path}: no signature {key!r} (it has: {have}); pass `signature`")
+    serving = signatures[key]
+    input_name, spec = image_input(path, key, serving.structured_input_signature[1])
+    output_name = pick_output(path, key, serving.structured_outputs)
+    layout, size = layout_of(spec.shape)
+    artifact = SavedModelArtifact(
+        path,
+        "savedmodel",
+        f"a SavedModel, signature {key!r} ({input_name} -> {output_name})",
+        layout=layout,
+        size=size,
+        output=output_kind_of(output_name),
+        precision=spec.dtype.name,
+        input_dtype=spec.dtype.name,
+        serving=serving,
+        input_name=input_name,
+        output_name=output_name,
+        keep=loaded,
+    )
+    stages = signatures.get(TRACE_SIGNATURE)
+    if stages is not None and signature is None:
+        stage_inputs = stages.structured_input_signature[1]
+        if list(stage_inputs) == [input_name]:
+            artifact.stages = stages
+            artifact.description += f", with the {TRACE_SIGNATURE!r} signature of convnext export"
+    return artifact
+
+
+def image_input(path: Path, key: str, inputs: dict) -> tuple[str, object]:
+    """The one 4-D float input of a signature: a model that takes anything else is not an
+    image classifier this command can feed."""
+    images = [
+        (name, spec)
+        for name, spec in inputs.items()
+        if spec.shape.rank == 4 and spec.dtype.is_floating
+    ]
+    if len(inputs) != 1 or len(images) != 1:
+        described = ", ".join(f"{n} {s.dtype.name}{list(s.shape)}" for n, s in inputs.items())
+        raise ConversionError(
+            f"{path}: signature {key!r} takes no single float image batch "
+            f"(it takes: {described or 'nothing'})"
+        )
+    return images[0]
+
+
+def pick_output(path: Path, key: str, outputs: dict) -> str:
+    if len(outputs) == 1:
+        return next(iter(outputs))
+    for name in ("logits", *PROBABILITY_NAMES, "output_0"):
+        if name in outputs:
+            return name
+    raise ConversionError(
+        f"{path}: signature {key!r} has several outputs ({', '.join(outputs)}) and none is "
+        "called logits"
+    )
+
+
+def output_kind_of(name: str) -> str | None:
+    """What an output's name says it holds, if it says."""
+    lowered = name.lower()
+    if "logit" in lowered:
+        return "logits"
+    if any(word in lowered for word in PROBABILITY_NAMES):
+        return "probabilities"
+    return None
+
+
+def layout_of(shape) -> tuple[str | None, tuple[int, int] | None]:
+    """The layout and fixed spatial size an image input's shape says, when it says: a channel
+    axis of 1 or 3 at one end and not the other. (None, None, None, 3) is NHWC;
+    (None, 3, None, None) NCHW; (None, None, None, None) says nothing."""
+    dims = [None if d is None or d < 0 else int(d) for d in list(shape)]
+    first, last = dims[1] in (1, 3), dims[3] in (1, 3)
+    if last and not first:
+        layout = "nhwc"
+    elif first and not last:
+        layout = "nchw"
+    else:
+        layout = "nhwc" if dims[3] is not None and dims[1] is None else None
+    spatial = {"nhwc": dims[1:3], "nchw": dims[2:4]}.get(layout, [None, None])
+    size = tuple(spatial) if None not in spatial else None
+    return layout, size
+
+
+# --- TFLite -------------------------------------------------------------------------------
+
+
+@dataclass
+class TFLiteArtifact(Artifact):
+    """A .tflite file, run by the LiteRT interpreter (ai-edge-litert), as on a device."""
+
+    runner: object = None
+    stages: object = None
+    input_name: str = ""
+    output_name: str = ""
+
+    @property
+    def traced(self) -> bool:
+        return self.stages is not None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        outputs = self.runner(**{self.input_name: x.astype(self.input_dtype)})
+        return np.array(outputs[self.output_name])  # a copy: the next call overwrites them
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.stages(**{self.input_name: x.astype(self.input_dtype)})
+        return {name: np.array(value) for name, value in outputs.items()}
+
+
+def open_tflite(path: Path, signature: str | None) -> TFLiteArtifact:
+    check_regular_file(path)
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise ConversionError(
+            f"{path}: running .tflite files needs LiteRT: pip install ai-edge-litert"
+        ) from None
+    try:
+        interpreter = Interpreter(model_path=str(path))
+        signatures = interpreter.get_signature_list()
+    except Exception as e:  # noqa: BLE001 - a bad flatbuffer is a ValueError or RuntimeError
+        raise ConversionError(f"{path}: not a usable .tflite file ({first_sentence(e)})") from None
+    key = signature or SERVING_SIGNATURE
+    if key not in signatures and signature is None and len(signatures) == 1:
+        key = next(iter(signatures))  # a converter that named its one signature otherwise
+    if key not in signatures:
+        have = ", ".join(signatures) or "none"
+        raise ConversionError(f"{path}: no signature {key!r} (it has: {have}); pass `signature`")
+    runner = interpreter.get_signature_runner(key)
+    inputs = runner.get_input_details()
+    images = [
+        (name, d)
+        for name, d in inputs.items()
+        if len(d["shape_signature"]) == 4 and np.issubdtype(d["dtype"], np.floating)
+    ]
+    if len(inputs) != 1 or len(images) != 1:
+        described = ", ".join(
+            f"{n} {d['dtype'].__name__}{list(d['shape'])}" for n, d in inputs.items()
+        )
+        raise ConversionError(
+            f"{path}: signature {key!r} takes no single float image batch "
+            f"(it takes: {described or 'nothing'})"
+        )
+    input_name, details = images[0]
+    output_name = pick_output(path, key, dict.fromkeys(signatures[key]["outputs"]))
+    layout, size = layout_of(details["shape_signature"])
+    artifact = TFLiteArtifact(
+        path,
+        "tflite",
+        f"a .tflite file, signature {key!r} ({input_name} -> {output_name}), run by LiteRT",
+        layout=layout,
+        size=size,
+        output=output_kind_of(output_name),
+        precision=tflite_precision(interpreter),
+        input_dtype=np.dtype(details["dtype"]).name,
+        runner=runner,
+        input_name=input_name,
+        output_name=output_name,
+    )
+    if TRACE_SIGNATURE in signatures and signature is None:
+        artifact.stages = interpreter.get_signature_runner(TRACE_SIGNATURE)
+        artifact.description += f", with the {TRACE_SIGNATURE!r} signature of convnext export"
+    return artifact
+
+
+def tflite_precision(interpreter) -> str:
+    """What a .tflite file computes in: float32, or weights stored as float16 (dequantized to
+    float32 when loaded), or int8 weights with activations quantized at run time (dynamic
+    range quantization)."""
+    dtypes = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    if "int8" in dtypes:
+        return "dynamic-int8"
+    if "float16" in dtypes:
+        return "float16"
+    return "float32"
+
+
+# --- detection ----------------------------------------------------------------------------
+
+
+def open_artifact(
+    path: str | Path, spec: ModelSpec | None = None, signature: str | None = None
+) -> Artifact:
+    """The deployed model at `path`, detected from what it is: a SavedModel directory (with a
+    saved_model.pb), a .tflite file (LiteRT's flatbuffer), or a Keras file: this project's
+    .keras / .weights.h5 (`spec`, from the PyTorch side, builds a .weights.h5), a
+    keras.applications model or weights file, or any other Keras model."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ConversionError(f"{path}: a directory, but not a SavedModel (no saved_model.pb)")
+        return open_savedmodel(path, signature)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file or directory")
+    if path.suffix == ".tflite" or is_tflite(path):
+        return open_tflite(path, signature)
+    if suffix_of(path, KERAS_SUFFIXES):
+        return open_keras(path, spec)
+    raise ConversionError(
+        f"{path}: not a deployed model this command reads (a SavedModel directory, a .tflite "
+        "file, a .keras or .weights.h5 file)"
+    )
+
+
+def is_tflite(path: Path) -> bool:
+    """LiteRT's flatbuffers carry the identifier TFL3 at bytes 4..8."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False

@@ -1,0 +1,492 @@
+"""Does a deployed model compute what the PyTorch original computes? (`convnext verify`)
+
+Both sides get the same images, decoded, resized and normalised once in numpy, so that the
+check is of the two models and not of two image pipelines. The reference is the PyTorch model
+in float64: what the checkpoint computes, with rounding out of the way. The tolerance is
+derived, not guessed: the same PyTorch model in the artifact's precision (float32; float16 or
+int8 weights for a quantized .tflite) is run on the same inputs, and its distance from the
+reference is the noise floor any correct implementation sits at; the artifact passes within
+FACTOR times that floor. For this project's models and `convnext export` output, every block
+and stage is compared the same way, so that the first output out of tolerance names the block
+(`stages.2.5`) or stem (`downsample_layers.0`) where the artifact goes wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import keras
+import numpy as np
+import torch
+
+import convnext_torch
+from converters.artifacts import Artifact, open_artifact
+from converters.convert import load_torch_model
+from converters.errors import ConversionError
+from converters.keras_applications import IMAGENET_MEAN, IMAGENET_STD
+from converters.parity import torch_trace
+from converters.verification import ImageRow, Point, Verification
+
+FACTOR = 10.0  # tolerance / noise floor; a correct float32 port measures 1.0-1.8 (README)
+UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}  # the floor's floor
+PIXEL_SCALES = {"0-1": 1.0, "0-255": 255.0}
+LAYOUTS = ("nhwc", "nchw")
+OUTPUT_KINDS = ("logits", "probabilities")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Images:
+    """The inputs of a verification, as pixels in [0, 1], (N, H, W, C), produced a batch at a
+    time so that a folder of many pictures does not sit in memory at once."""
+
+    names: list[str]
+    size: tuple[int, int]
+    channels: int
+    description: str
+    files: list[Path] | None = None  # None: random images
+    seed: int = 0
+
+    def batches(self, batch: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        rng = np.random.default_rng(self.seed)
+        for start in range(0, len(self.names), batch):
+            names = self.names[start : start + batch]
+            if self.files is None:
+                shape = (len(names), *self.size, self.channels)
+                yield names, rng.random(shape)
+            else:
+                files = self.files[start : start + batch]
+                yield names, np.stack([read_image(f, self.size, self.channels) for f in files])
+
+
+def random_images(count: int, size: tuple[int, int], channels: int, seed: int) -> Images:
+    """`count` images of uniform random pixels: never constant, so that a layout, padding or
+    kernel orientation error cannot cancel out."""
+    if count < 2:
+        raise ConversionError("`batch` must be 2 or more: one image hides batch-axis errors")
+    names = [f"random {i}" for i in range(count)]
+    described = f"{count} random images of {size[0]}x{size[1]}, seed {seed}"
+    return Images(names, size, channels, described, seed=seed)
+
+
+def folder_images(directory: Path, size: tuple[int, int], channels: int) -> Images:
+    """Every JPEG and PNG in `directory` (hidden files aside), in name order; anything else in
+    it is an error, found before any model runs."""
+    if not directory.is_dir():
+        raise ConversionError(f"{directory}: no such directory (`images` takes a folder)")
+    files = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    if not files:
+        raise ConversionError(f"{directory}: no images in it")
+    for path in files:
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            raise ConversionError(f"{path}: not a JPEG or PNG file (`images` takes only those)")
+        read_image(path, size, channels)  # decodes it: a broken file fails now, not halfway
+    described = (
+        f"{len(files)} images from {directory}, resized to {size[0]}x{size[1]} once (bicubic, "
+        "Pillow) and given to both sides"
+    )
+    return Images([p.name for p in files], size, channels, described, files=files)
+
+
+def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One picture as pixels in [0, 1], (H, W, C): decoded, converted to RGB (grey for one
+    channel) and resized with Pillow. Pillow refuses decompression bombs."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+            pixels = np.asarray(image, dtype=np.float64) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ConversionError(f"{path}: cannot decode the image ({e})") from None
+    return pixels.reshape(*size, channels)
+
+
+@dataclass
+class Feeding:
+    """How the artifact takes its input, from its own description or the user's options."""
+
+    layout: str  # nhwc or nchw
+    pixels: str | None  # None: normalised like PyTorch's input; 0-1 or 0-255: raw pixels
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    output: str  # logits, probabilities or features
+
+    def torch_input(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) pixels -> the PyTorch model's (N, C, H, W) normalised float64 input."""
+        normalised = (pixels - np.asarray(self.mean)) / np.asarray(self.std)
+        return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
+
+    def artifact_input(self, pixels: np.ndarray, dtype: str) -> np.ndarray:
+        if self.pixels is None:
+            x = (pixels - np.asarray(self.mean)) / np.asarray(self.std)
+        else:
+            x = pixels * PIXEL_SCALES[self.pixels]
+        if self.layout == "nchw":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x.astype(dtype))
+
+
+class Tally:
+    """The largest differences seen at one named output, batch after batch."""
+
+    def __init__(self) -> None:
+        self.max_abs = 0.0
+        self.floor_abs = 0.0
+        self.scale = 0.0
+        self.note = ""
+
+    def add(self, reference: np.ndarray, baseline: np.ndarray, found: np.ndarray) -> None:
+        if found.shape != reference.shape:
+            self.note = f"shape {tuple(found.shape)}, PyTorch {tuple(reference.shape)}"
+            self.max_abs = float("inf")
+            return
+        self.max_abs = max(self.max_abs, nan_max(np.abs(found - reference)))
+        self.floor_abs = max(self.floor_abs, float(np.max(np.abs(baseline - reference))))
+        self.scale = max(self.scale, float(np.max(np.abs(reference))))
+
+    def point(self, name: str, tolerance: Callable[[float], float], atol: float = 0.0) -> Point:
+        scale = self.scale or 1.0
+        floor = self.floor_abs / scale
+        return Point(
+            name,
+            self.max_abs,
+            self.max_abs / scale,
+            floor,
+            tolerance(floor),
+            atol=atol,
+            scale=scale,
+            note=self.note,
+        )
+
+
+def nan_max(values: np.ndarray) -> float:
+    """The largest value, or NaN if there is one: a NaN must fail, not vanish in max()."""
+    return float("nan") if np.isnan(values).any() else float(np.max(values))
+
+
+def verify(
+    torch_src: str | Path,
+    deployed: str | Path,
+    layout: str = "auto",
+    ema: bool = False,
+    variant: str | None = None,
+    num_classes: int | None = None,
+    key: str | None = None,
+    size: tuple[int, int] | None = None,
+    batch: int = 4,
+    seed: int = 0,
+    images: str | Path | None = None,
+    input_layout: str | None = None,
+    pixels: str | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    output: str | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    signature: str | None = None,
+    allow_tf32: bool = False,
+    log: Log = lambda line: None,
+) -> Verification:
+    """Check the deployed model at `deployed` against the PyTorch checkpoint `torch_src`.
+
+    torch_src and its options (layout, ema, variant, num_classes, key): as convert_file.
+    deployed: a SavedModel directory, a .tflite file, or a .keras / .weights.h5 file (this
+    project's or keras.applications'), detected (converters.artifacts.open_artifact).
+    Inputs: `batch` random images of `size` (default 224 x 224; the artifact's own, if it
+    has a fixed one), or every JPEG/PNG in the folder `images`. How the artifact takes them,
+    when it does not say so itself: input_layout "nhwc" / "nchw"; pixels "0-255" / "0-1" for
+    raw pixels (None: normalised like the PyTorch input, with `mean` and `std`, ImageNet's by
+    default, which the PyTorch side always gets); output "logits" / "probabilities" (then
+    compared with PyTorch's softmax). atol / rtol replace the derived tolerance.
+    signature: the SavedModel / .tflite signature to call (default serving_default).
+    allow_tf32: on a GPU, leave TensorFloat-32 on (it is turned off in both by default).
+    """
+    from converters.pipeline import model_spec, read_checkpoint  # pipeline imports this module
+
+    started = time.perf_counter()
+    deployed = Path(deployed)
+    check_options(input_layout, pixels, output, size, batch, mean, std)
+    state = read_checkpoint(Path(torch_src), layout, ema, key, log)
+    state, spec = model_spec(state, variant, num_classes, log)
+    reference = convnext_torch.create_model(spec)
+    load_torch_model(state, reference)
+    del state
+    log(f"opening {deployed}")
+    artifact = open_artifact(deployed, spec, signature)
+    log(f"found {artifact.description}")
+    if size is None:
+        size = artifact.size or (224, 224)
+    elif artifact.size and tuple(size) != artifact.size:
+        raise ConversionError(
+            f"{deployed}: takes {artifact.size[0]}x{artifact.size[1]} images only; "
+            f"`size` {size[0]} {size[1]} cannot be fed to it"
+        )
+    if images is not None:
+        inputs = folder_images(Path(images), tuple(size), spec.in_chans)
+    else:
+        inputs = random_images(batch, tuple(size), spec.in_chans, seed)
+    return verify_models(
+        reference,
+        artifact,
+        inputs,
+        feeding(artifact, spec.in_chans, input_layout, pixels, mean, std, output),
+        batch=batch,
+        atol=atol,
+        rtol=rtol,
+        allow_tf32=allow_tf32,
+        torch_source=str(torch_src),
+        started=started,
+        log=log,
+    )
+
+
+def check_options(input_layout, pixels, output, size, batch, mean, std) -> None:
+    if input_layout not in (None, *LAYOUTS):
+        raise ConversionError(f"`input_layout` must be {' or '.join(LAYOUTS)}")
+    if pixels not in (None, *PIXEL_SCALES):
+        raise ConversionError(f"`pixels` must be {' or '.join(PIXEL_SCALES)}")
+    if output not in (None, *OUTPUT_KINDS):
+        raise ConversionError(f"`output` must be {' or '.join(OUTPUT_KINDS)}")
+    if size is not None and min(size) < 32:
+        raise ConversionError("`size` must be at least 32 x 32")
+    if batch < 1:
+        raise ConversionError("`batch` must be positive")
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and not all(np.isfinite(values)):
+            raise ConversionError(f"`{name}` must be finite numbers")
+    if std is not None and min(abs(v) for v in std) == 0:
+        raise ConversionError("`std` must not be 0")
+
+
+def feeding(
+    artifact: Artifact,
+    channels: int,
+    input_layout: str | None,
+    pixels: str | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    output: str | None,
+) -> Feeding:
+    """The options, or what the artifact says of itself, or the default (normalised NHWC
+    logits, what model.export() of a plain Keras model expects), in that order."""
+    default_mean, default_std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+    mean, std = tuple(mean or default_mean), tuple(std or default_std)
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) != channels:
+            raise ConversionError(f"`{name}` needs {channels} values, one a channel")
+    if artifact.output == "features" and output is not None:
+        raise ConversionError(f"{artifact.path}: gives pooled features, not {output}")
+    return Feeding(
+        layout=input_layout or artifact.layout or "nhwc",
+        pixels=pixels or artifact.pixels,
+        mean=mean,
+        std=std,
+        output=output or artifact.output or "logits",
+    )
+
+
+def verify_models(
+    reference: torch.nn.Module,
+    artifact: Artifact,
+    inputs: Images,
+    feed: Feeding,
+    batch: int = 4,
+    atol: float | None = None,
+    rtol: float | None = None,
+    allow_tf32: bool = False,
+    torch_source: str = "",
+    started: float | None = None,
+    log: Log = lambda line: None,
+) -> Verification:
+    """verify() on models already in memory: `reference`, a convnext_torch model (any dtype;
+    a float64 copy is the reference), `artifact` (converters.artifacts), `inputs` and how to
+    `feed` them. Python users with a model in hand start here."""
+    started = time.perf_counter() if started is None else started
+    environment = numeric_environment(artifact, allow_tf32)
+    reference = reference_copy(reference, "float64")
+    baseline = reference_copy(reference, artifact.precision)
+    notes = list(artifact.notes)
+    if artifact.layout is None and feed.layout == "nhwc":
+        notes.append("the artifact's input shape does not say its layout: NHWC assumed")
+    if artifact.output is None and feed.output == "logits":
+        notes.append("the artifact's output does not say what it is: logits assumed")
+    tallies: dict[str, Tally] = {}
+    served = Tally()
+    rows: list[ImageRow] = []
+    topk_same: list[bool] = []
+    output_name, k = None, 5
+    log(f"comparing on {inputs.description}")
+    for names, pixels in inputs.batches(batch):
+        x = feed.torch_input(pixels)
+        expected = torch_trace(reference, x)
+        floor = torch_trace(baseline, x.astype(np.float32))
+        given = feed.artifact_input(pixels, artifact.input_dtype)
+        if artifact.traced:
+            found = artifact.trace(given)
+            for name in expected:  # in the order the model computes them
+                if name in found:
+                    tallies.setdefault(name, Tally()).add(
+                        expected[name], floor[name], channels_first(found[name])
+                    )
+        output_name = list(expected)[-1]  # head, norm (no head) or a backbone's last norm
+        want, near = expected[output_name], floor[output_name]
+        if feed.output == "probabilities":
+            want, near = softmax(want), softmax(near)
+        got = channels_first(np.asarray(artifact.run(given), dtype=np.float64))
+        if got.shape != want.shape:
+            raise ConversionError(
+                f"{artifact.path}: gives outputs of shape {tuple(got.shape)}, the PyTorch "
+                f"model {tuple(want.shape)}: another variant or class count?"
+            )
+        served.add(want, near, got)
+        if feed.output != "features":
+            k = min(5, want.shape[1])
+            for name, w, g in zip(names, want, got, strict=True):
+                rows.append(ImageRow(name, int(w.argmax()), int(g.argmax()), nan_max(abs(w - g))))
+                topk_same.append(set(np.argsort(-w)[:k]) == set(np.argsort(-g)[:k]))
+    precision = artifact.precision
+    factor = FACTOR
+    floor_of = UNIT_ROUNDOFF.get(precision, UNIT_ROUNDOFF["float32"])
+
+    def derived(floor: float) -> float:
+        if precision == "float64":  # no float128 to measure against: rounding scales as eps
+            floor = floor * UNIT_ROUNDOFF["float64"] / UNIT_ROUNDOFF["float32"]
+        return factor * max(floor, floor_of)
+
+    final = served.point(
+        output_name, lambda f: rtol if rtol is not None else derived(f), atol or 0.0
+    )
+    points = [
+        t.point(n, lambda f: rtol if rtol is not None else derived(f)) for n, t in tallies.items()
+    ]
+    if artifact.traced and not points:
+        notes.append("its stage outputs carry no names this model has: not compared")
+    first = next((p.name for p in points if not p.ok), None)
+    passed = final.ok
+    if passed and first:
+        notes.append(f"{first} is out of its tolerance, the output is not")
+        first = None
+    elif not passed and first is None:
+        first = f"the served {feed.output} (every intermediate output agrees)" if points else None
+    label = {"logits": "logits", "probabilities": "probabilities", "features": "features"}[
+        feed.output
+    ]
+    final.name = label
+    tolerance = {
+        "rtol": final.tolerance,
+        "atol": final.atol,
+        "factor": factor,
+        "floor": final.floor,
+        "precision": precision,
+        "how": "given" if rtol is not None else "derived",
+    }
+    return Verification(
+        passed=passed,
+        torch_source=torch_source,
+        deployed=str(artifact.path),
+        artifact=artifact.description,
+        inputs=inputs.description + input_words(feed),
+        output_kind=label,
+        output=final,
+        points=points,
+        first_divergence=first,
+        top1=float(np.mean([r.agree for r in rows])) if rows else None,
+        topk=float(np.mean(topk_same)) if rows else None,
+        k=k,
+        images=rows,
+        tolerance=tolerance,
+        environment=environment,
+        notes=notes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def input_words(feed: Feeding) -> str:
+    scale = "normalised" if feed.pixels is None else f"pixels {feed.pixels}"
+    return f"; the artifact gets {feed.layout.upper()} {scale}, PyTorch NCHW normalised"
+
+
+def channels_first(value: np.ndarray) -> np.ndarray:
+    """A channels-last 4-D output in PyTorch's (N, C, H, W) order; others as they are."""
+    value = np.asarray(value)
+    return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """A copy of `model` that computes like an artifact of `precision`: float64 (the
+    reference), float32, float16 (weights rounded to float16, computed in float32, as a
+    float16-quantized .tflite does) or dynamic-int8 (matrix and conv weights rounded to int8
+    per output channel; the run-time quantization of activations is not simulated)."""
+    import copy
+
+    copied = copy.deepcopy(model).double() if precision == "float64" else copy.deepcopy(model)
+    if precision == "float64":
+        return copied.eval()
+    copied = copied.float().eval()
+    with torch.no_grad():
+        for p in copied.parameters():
+            if precision == "float16":
+                p.copy_(p.half().float())
+            elif precision == "dynamic-int8" and p.ndim > 1:
+                axes = tuple(range(1, p.ndim))
+                step = p.abs().amax(dim=axes, keepdim=True).clamp_min(1e-30) / 127
+                p.copy_((p / step).round().clamp(-127, 127) * step)
+    return copied
+
+
+def numeric_environment(artifact: Artifact, allow_tf32: bool) -> dict[str, str]:
+    """What decides the float32 numerics here, for the record: versions, oneDNN, threads,
+    and on a GPU, TensorFloat-32 (off in both frameworks unless allowed)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    environment = {
+        "python": platform.python_version(),
+        "torch": f"{torch.__version__} (reference on the CPU, {torch.get_num_threads()} threads)",
+        "tensorflow": f"{tf.__version__}, oneDNN {onednn_state()}",
+        "keras": f"{keras.__version__} ({keras.backend.backend()} backend)",
+    }
+    if artifact.kind == "tflite":
+        environment["litert"] = package("ai-edge-litert")
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    environment["threads"] = f"TensorFlow {threads} (of {os.cpu_count()} CPUs)"
+    if gpus:
+        tf.config.experimental.enable_tensor_float_32_execution(allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+        state = "on (allowed)" if allow_tf32 else "off in both"
+        environment["device"] = f"TensorFlow on {len(gpus)} GPU(s); TF32 {state}"
+    else:
+        environment["device"] = f"CPU ({platform.machine()})"
+    return environment
+
+
+def onednn_state() -> str:
+    """TensorFlow uses oneDNN kernels on x86 Linux unless TF_ENABLE_ONEDNN_OPTS=0."""
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting is not None:
+        return f"{'off' if setting == '0' else 'on'} (TF_ENABLE_ONEDNN_OPTS={setting})"
+    return "on (default)" if platform.machine() in ("x86_64", "AMD64") else "off (default)"
+
+
+def package(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
