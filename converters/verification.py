@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Point:
-    """One named output compared: the deployed artifact against the PyTorch model in float64.
+    """One named output compared: the deployed artifact against the PyTorch model.
 
     max_rel is max_abs divided by the largest absolute value of the reference there; floor is
-    the same measure for PyTorch itself in the artifact's precision (float32 against float64,
-    on the same inputs): the error any correct implementation makes. The point passes when
-    max_abs <= atol + tolerance * that largest value, i.e. max_rel <= tolerance + atol / scale.
+    the same measure for PyTorch against itself one precision away (float32 against float64;
+    quantized weights against float32) on the same inputs: the error any correct
+    implementation makes. The point passes when max_abs <= atol + tolerance * that largest
+    value.
     """
 
     name: str  # `stages.2.5` (after a block), `downsample_layers.0` (the stem), `head`, `logits`
