@@ -21,9 +21,11 @@ demo: $(STAMP)
 	$(PY) -m converters.demo
 
 # The default tier: structural cases on tiny specs, the real variants at the smallest sizes that
-# keep every code path, every named variant's parameter count (no weights allocated).
+# keep every code path, every named variant's parameter count (no weights allocated). Two
+# workers, a test file each (pytest-xdist): much of a test's time is single-threaded Python
+# (building Keras models, writing files), and the two together stay under 4 GB.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The exhaustive tier as well: parity of every named variant in float64 and float32, up to the
 # 660M-parameter convnextv2_huge (about 10 GB resident at its peak, and much longer).

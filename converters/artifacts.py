@@ -103,6 +103,22 @@ class KerasArtifact(Artifact):
         return {k: keras.ops.convert_to_numpy(v) for k, v in keras_trace(self.model, x).items()}
 
 
+@dataclass
+class KerasApplicationsWeights(KerasArtifact):
+    """A keras.applications weights file: with its top, the model is built for one input
+    size, so it is built again for the size it is given (the weights fit every size)."""
+
+    spec: ModelSpec | None = None
+    include_top: bool = True
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        size = tuple(x.shape[1:3])
+        if self.include_top and tuple(self.model.inputs[0].shape[1:3]) != size:
+            self.model = keras_applications.build(self.spec, True, size)
+            self.model.load_weights(self.path)
+        return super().run(x)
+
+
 def open_keras(path: Path, spec: ModelSpec | None) -> KerasArtifact:
     check_regular_file(path)
     if path.name.endswith(".weights.h5"):
@@ -157,7 +173,7 @@ def keras_applications_weights(path: Path, spec: ModelSpec | None) -> KerasArtif
             errors.append(first_sentence(e))
             continue
         output = "logits" if include_top else "features"
-        return KerasArtifact(
+        return KerasApplicationsWeights(
             path,
             "keras-applications",
             f"keras.applications {keras_applications.CONSTRUCTORS[spec.name]} weights "
@@ -165,6 +181,8 @@ def keras_applications_weights(path: Path, spec: ModelSpec | None) -> KerasArtif
             pixels="0-255",
             output=output,
             model=model,
+            spec=spec,
+            include_top=include_top,
         )
     raise ConversionError(f"{path}: not keras.applications weights of {spec.name} ({errors[0]})")
 

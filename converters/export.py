@@ -145,4 +145,9 @@ def export_destination_problem(dst: Path) -> str | None:
         )
     if os.path.exists(dst) and dst.suffix != ".tflite" and not dst.is_dir():
         return f"{dst}: exists and is not a directory"
+    if dst.is_dir() and not (dst / "saved_model.pb").is_file():
+        # `force` replaces a SavedModel, never a directory of something else
+        return f"{dst}: a directory that is not a SavedModel; it is not replaced"
+    if dst.suffix == ".tflite" and dst.is_dir():
+        return f"{dst}: is a directory"
     return None

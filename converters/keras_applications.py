@@ -52,13 +52,21 @@ def check_spec(spec: ModelSpec, include_top: bool = True) -> None:
         raise ConversionError("the checkpoint has no head: pass `include_top=False`")
 
 
-def build(spec: ModelSpec, include_top: bool = True) -> keras.Model:
-    """An uninitialised keras.applications ConvNeXt of `spec` (nothing is downloaded)."""
+def build(
+    spec: ModelSpec, include_top: bool = True, size: tuple[int, int] | None = None
+) -> keras.Model:
+    """An uninitialised keras.applications ConvNeXt of `spec` (nothing is downloaded). With
+    its top, keras.applications fixes the input size when it builds the model: 224 x 224
+    unless `size`; the weights are the same at every size."""
     check_spec(spec, include_top)
     constructor = getattr(keras.applications, CONSTRUCTORS[spec.name])
     if include_top:  # logits, like PyTorch (keras.applications' default ends in a softmax)
         return constructor(
-            weights=None, classes=spec.num_classes, classifier_activation=None, name=spec.name
+            weights=None,
+            classes=spec.num_classes,
+            classifier_activation=None,
+            name=spec.name,
+            input_shape=(*size, 3) if size else None,
         )
     return constructor(
         weights=None,

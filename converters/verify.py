@@ -13,6 +13,7 @@ block (`stages.2.5`) or stem (`downsample_layers.0`) where the artifact goes wro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -33,6 +34,7 @@ from converters.keras_applications import IMAGENET_MEAN, IMAGENET_STD
 from converters.parity import torch_trace
 from converters.verification import ImageRow, Point, Verification
 
+QUANTIZED_ELEMENTS = 1024  # LiteRT's dynamic range quantization leaves smaller weights float
 FLOOR_IMAGES = 2  # the images the float32 noise floor is measured on
 FACTOR = 10.0  # tolerance / noise floor; a correct float32 port measures 1.0-1.8 (README)
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}  # the floor's floor
@@ -120,7 +122,7 @@ class Feeding:
     pixels: str | None  # None: normalised like PyTorch's input; 0-1 or 0-255: raw pixels
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    output: str  # logits, probabilities or features
+    output: str | None  # logits, probabilities, features; None: told by the first outputs
 
     def torch_input(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, C) pixels -> the PyTorch model's (N, C, H, W) normalised float64 input."""
@@ -157,9 +159,17 @@ class Tally:
     def add_floor(self, reference: np.ndarray, baseline: np.ndarray) -> None:
         self.floor_abs = max(self.floor_abs, float(np.max(np.abs(baseline - reference))))
 
-    def point(self, name: str, tolerance: Callable[[float], float], atol: float = 0.0) -> Point:
+    def point(
+        self,
+        name: str,
+        tolerance: Callable[[float], float],
+        atol: float = 0.0,
+        floor_scale: float = 1.0,
+    ) -> Point:
+        """The comparison at this output; `floor_scale` turns the floor measured into the
+        one that applies (float64: the float32 floor times 2^-29, see verify_models)."""
         scale = self.scale or 1.0
-        floor = self.floor_abs / scale
+        floor = self.floor_abs / scale * floor_scale
         return Point(
             name,
             self.max_abs,
@@ -294,7 +304,7 @@ def feeding(
         pixels=pixels or artifact.pixels,
         mean=mean,
         std=std,
-        output=output or artifact.output or "logits",
+        output=output or artifact.output,
     )
 
 
@@ -315,6 +325,7 @@ def verify_models(
     is copied to the precisions needed), `artifact` (converters.artifacts), `inputs` and how
     to `feed` them. Python users with a model in hand start here."""
     started = time.perf_counter() if started is None else started
+    feed = dataclasses.replace(feed)  # the output kind may be settled below: not the caller's
     environment = numeric_environment(artifact, allow_tf32)
     precision = artifact.precision
     # The reference computes as the artifact should; the baseline is PyTorch itself one
@@ -331,8 +342,6 @@ def verify_models(
     notes = list(artifact.notes)
     if artifact.layout is None and feed.layout == "nhwc":
         notes.append("the artifact's input shape does not say its layout: NHWC assumed")
-    if artifact.output is None and feed.output == "logits":
-        notes.append("the artifact's output does not say what it is: logits assumed")
     tallies: dict[str, Tally] = {}
     served = Tally()
     rows: list[ImageRow] = []
@@ -355,10 +364,16 @@ def verify_models(
                     tally.add(expected[name], channels_first(found[name]))
                     if m > 0:
                         tally.add_floor(expected[name][:m], floor[name])
+        got = channels_first(np.asarray(artifact.run(given), dtype=np.float64))
+        if feed.output is None:
+            feed.output = output_kind(got)
+            notes.append(
+                f"the artifact's outputs {OUTPUT_GUESSES[feed.output]}: compared as "
+                f"{feed.output} (`output` says otherwise)"
+            )
         want = expected[output_name]
         if feed.output == "probabilities":
             want = softmax(want)
-        got = channels_first(np.asarray(artifact.run(given), dtype=np.float64))
         if got.shape != want.shape:
             raise ConversionError(
                 f"{artifact.path}: gives outputs of shape {tuple(got.shape)}, the PyTorch "
@@ -374,19 +389,18 @@ def verify_models(
                 rows.append(ImageRow(name, int(w.argmax()), int(g.argmax()), nan_max(abs(w - g))))
                 topk_same.append(set(np.argsort(-w)[:k]) == set(np.argsort(-g)[:k]))
     factor = FACTOR
-    floor_of = UNIT_ROUNDOFF.get(precision, UNIT_ROUNDOFF["float32"])
-
-    def derived(floor: float) -> float:
-        if precision == "float64":  # no float128 to measure against: rounding scales as eps
-            floor = floor * UNIT_ROUNDOFF["float64"] / UNIT_ROUNDOFF["float32"]
-        return factor * max(floor, floor_of)
-
-    final = served.point(
-        output_name, lambda f: rtol if rtol is not None else derived(f), atol or 0.0
+    smallest = UNIT_ROUNDOFF.get(precision, UNIT_ROUNDOFF["float32"])
+    # No float128 to measure a float64 artifact's floor against: rounding error scales with
+    # the unit roundoff, so the float32 floor measured (float32 against float64) times 2^-29.
+    floor_scale = (
+        UNIT_ROUNDOFF["float64"] / UNIT_ROUNDOFF["float32"] if precision == "float64" else 1.0
     )
-    points = [
-        t.point(n, lambda f: rtol if rtol is not None else derived(f)) for n, t in tallies.items()
-    ]
+
+    def tolerance(floor: float) -> float:
+        return rtol if rtol is not None else factor * max(floor, smallest)
+
+    final = served.point(output_name, tolerance, atol or 0.0, floor_scale)
+    points = [t.point(n, tolerance, floor_scale=floor_scale) for n, t in tallies.items()]
     if artifact.traced and not points:
         notes.append("its stage outputs carry no names this model has: not compared")
     first = next((p.name for p in points if not p.ok), None)
@@ -429,6 +443,21 @@ def verify_models(
     )
 
 
+OUTPUT_GUESSES = {
+    "probabilities": "are non-negative and sum to 1 in every row",
+    "logits": "do not say what they are and are not probabilities",
+}
+
+
+def output_kind(outputs: np.ndarray) -> str:
+    """Probabilities when every row is a distribution (no set of logits is, but by accident),
+    else logits: what a black box returns, when nothing else says."""
+    rows = outputs.reshape(len(outputs), -1)
+    if np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, rtol=0, atol=1e-4):
+        return "probabilities"
+    return "logits"
+
+
 def input_words(feed: Feeding) -> str:
     scale = "normalised" if feed.pixels is None else f"pixels {feed.pixels}"
     return f"; the artifact gets {feed.layout.upper()} {scale}, PyTorch NCHW normalised"
@@ -449,8 +478,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """A copy of `model` that computes like an artifact of `precision`: float64 (the
     reference), float32, float16 (weights rounded to float16, computed in float32, as a
-    float16-quantized .tflite does) or dynamic-int8 (matrix and conv weights rounded to int8
-    per output channel; the run-time quantization of activations is not simulated)."""
+    float16-quantized .tflite does) or dynamic-int8 (matrix and conv weights of 1024 elements
+    or more rounded to int8 per output channel, as LiteRT's converter does; the run-time
+    quantization of activations is not simulated)."""
     import copy
 
     copied = copy.deepcopy(model).double() if precision == "float64" else copy.deepcopy(model)
@@ -461,7 +491,7 @@ def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
         for p in copied.parameters():
             if precision == "float16":
                 p.copy_(p.half().float())
-            elif precision == "dynamic-int8" and p.ndim > 1:
+            elif precision == "dynamic-int8" and p.ndim > 1 and p.numel() >= QUANTIZED_ELEMENTS:
                 axes = tuple(range(1, p.ndim))
                 step = p.abs().amax(dim=axes, keepdim=True).clamp_min(1e-30) / 127
                 p.copy_((p / step).round().clamp(-127, 127) * step)

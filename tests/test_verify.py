@@ -1,0 +1,996 @@
+"""`convnext verify` and `convnext export` end to end: a correct deployment PASSES as every
+artifact kind, and each deliberately broken one FAILS, with the first divergence named where
+the break is. Every PASS here has a sibling that shows the same check failing.
+
+The subject is the check, not the width: the localisation tests run on SPEC, a 5-block
+ConvNeXt with every weight randomised, compared through converters.verify.verify_models (SPEC
+is no named variant, so verify() cannot infer it from a checkpoint file). The command line
+needs a named variant: its tests use conftest's convnext_atto. Images are 61x67, no multiple
+of 32: 61 -> 15 -> 7 -> 3 -> 1 and 67 -> 16 -> 8 -> 4 -> 2, a remainder at the stem and odd
+sizes at two downsamples, so a padding="same" conv changes the shapes (at 224 it hides).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+
+import convnext_tf
+from converters import keras_applications
+from converters.artifacts import open_artifact
+from converters.checkpoint import load_state_dict
+from converters.convert import keras_variables
+from converters.errors import ConversionError
+from converters.export import export_model
+from converters.files import TEMP_PREFIX
+from converters.spec import ModelSpec, spec_from_name
+from converters.verification import Verification
+from converters.verify import (
+    FACTOR,
+    UNIT_ROUNDOFF,
+    feeding,
+    folder_images,
+    random_images,
+    verify,
+    verify_models,
+)
+from tests.helpers import (
+    assert_one_line_error,
+    blocks_of,
+    converted_keras_model,
+    random_torch_model,
+    run,
+)
+
+SPEC = ModelSpec(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5)
+SIZE = (61, 67)
+BATCH = 2
+
+
+def point_names(spec: ModelSpec) -> list[str]:
+    """The intermediate outputs of a ConvNeXt classifier, in the order it computes them."""
+    names = []
+    for i, depth in enumerate(spec.depths):
+        names.append(f"downsample_layers.{i}")
+        names += [f"stages.{i}.{j}" for j in range(depth)]
+    return [*names, "norm", "head"]
+
+
+def check(
+    reference: torch.nn.Module,
+    path: Path,
+    *,
+    size: tuple[int, int] = SIZE,
+    folder: Path | None = None,
+    signature: str | None = None,
+    input_layout: str | None = None,
+    pixels: str | None = None,
+    output: str | None = None,
+    spec: ModelSpec = SPEC,
+) -> Verification:
+    """What verify() does after reading the checkpoint: open `path` as an artifact of `spec`,
+    describe how it is fed (detection, then these options) and compare it with `reference`
+    on BATCH random images of `size`, or on the pictures in `folder`."""
+    artifact = open_artifact(path, spec, signature)
+    feed = feeding(artifact, spec.in_chans, input_layout, pixels, None, None, output)
+    if folder is None:
+        inputs = random_images(BATCH, size, spec.in_chans, seed=0)
+    else:
+        inputs = folder_images(folder, size, spec.in_chans)
+    return verify_models(reference, artifact, inputs, feed, batch=BATCH)
+
+
+def assert_passes(result: Verification) -> None:
+    assert result.passed, result.format()
+    assert result.first_divergence is None
+    assert result.top1 == 1.0
+    assert all(p.ok for p in result.points), result.format()
+
+
+def assert_fails_at(result: Verification, name: str) -> None:
+    """FAIL, with `name` the first point out of tolerance: every point before it agrees."""
+    assert not result.passed, result.format()
+    assert result.first_divergence == name, result.format()
+    names = [p.name for p in result.points]
+    at = names.index(name)
+    assert all(p.ok for p in result.points[:at]), result.format()
+    assert not result.points[at].ok
+
+
+def assert_unusable(code: int, out: str, err: str, *fragments: str) -> None:
+    """verify's exit status for unusable input (2), and one line naming the problem as the
+    last line on stderr (the lines before it are the log): a foreseen problem, not a crash,
+    and no verdict printed."""
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("convnext: error: "), last
+    assert "unexpected" not in last and "Traceback" not in err, last
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
+    assert "PASS" not in out and "FAIL" not in out
+
+
+def tree(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `path` (or `path` itself) with its size and modification time."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {
+        str(p.relative_to(path.parent)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files
+    }
+
+
+def temp_dirs(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def perturb_one_value(variable, delta: float) -> None:
+    value = variable.numpy()
+    value.flat[value.size // 3] += delta  # the randomised weights are ~0.05-0.3
+    variable.assign(value)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    """SPEC in PyTorch, every weight randomised (layer scale too): each weight matters."""
+    return random_torch_model(SPEC, seed=1)
+
+
+def keras_copy(torch_model: torch.nn.Module, dtype: str = "float32") -> keras.Model:
+    """A fresh convnext_tf model of SPEC holding `torch_model`'s weights: a correct
+    conversion, for a test to break without touching the others'."""
+    return converted_keras_model(torch_model, SPEC, dtype)
+
+
+def write(model: keras.Model, path: Path, quantize: str | None = None) -> Path:
+    """`model` as the artifact `path` names: .weights.h5, .keras, .tflite or a SavedModel."""
+    if path.name.endswith(".weights.h5"):
+        model.save_weights(path)
+    elif path.suffix == ".keras":
+        model.save(path)
+    else:
+        export_model(model, path, quantize=quantize)
+    return path
+
+
+# --- 1. a correct conversion passes, as every artifact kind ---------------------------------
+
+EXPORTS = {  # kind -> (`convnext export model.keras` destination, options)
+    "savedmodel": ("savedmodel", []),
+    "tflite": ("model.tflite", []),
+    "tflite-float16": ("model-float16.tflite", ["--quantize", "float16"]),
+    "tflite-dynamic": ("model-dynamic.tflite", ["--quantize", "dynamic"]),
+}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """The correct float32 conversion of `tiny_model`, written once as each artifact kind:
+    .keras and .weights.h5 by Keras, then SavedModel and .tflite files (float32, float16,
+    dynamic) by the command line, `convnext export model.keras DST [--quantize Q]`: these
+    are also the tests of export from a Keras file and of --quantize."""
+    from converters.cli import main
+
+    directory = tmp_path_factory.mktemp("deployed")
+    model = keras_copy(tiny_model)
+    paths = {
+        "keras": write(model, directory / "model.keras"),
+        "weights.h5": write(model, directory / "model.weights.h5"),
+    }
+    for kind, (name, options) in EXPORTS.items():
+        paths[kind] = directory / name
+        assert main(["export", str(paths["keras"]), str(paths[kind]), *options]) == 0
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["keras", "weights.h5", "savedmodel", "tflite"])
+def test_correct_float32_conversion_passes_block_by_block(tiny_model, deployed, kind):
+    """A correct conversion PASSES as each artifact kind, with every block and stage
+    compared in model order and in tolerance, and the same top-1 class on every image; the
+    tolerance is the derived one, FACTOR times the float32 floor it reports."""
+    result = check(tiny_model, deployed[kind])
+    assert_passes(result)
+    assert [p.name for p in result.points] == point_names(SPEC)
+    assert result.topk == 1.0
+    assert result.output_kind == "logits"
+    tolerance = result.tolerance
+    assert (tolerance["how"], tolerance["precision"]) == ("derived", "float32")
+    assert tolerance["rtol"] == pytest.approx(
+        FACTOR * max(tolerance["floor"], UNIT_ROUNDOFF["float32"])
+    )
+    assert result.output.max_rel > 0  # compared, not skipped
+    if kind in ("savedmodel", "tflite"):
+        assert "'stages' signature of convnext export" in result.artifact
+
+
+@pytest.mark.parametrize(
+    "kind, precision",
+    [("tflite-float16", "float16"), ("tflite-dynamic", "dynamic-int8")],
+)
+def test_quantized_tflite_passes_a_looser_derived_tolerance(tiny_model, deployed, kind, precision):
+    """A quantized .tflite PASSES against a tolerance derived from a PyTorch copy with its
+    weights rounded the same way: looser than float32's, and stated. (Its FAIL sibling: the
+    quantized broken deployments in BROKEN.)"""
+    float32 = check(tiny_model, deployed["tflite"])
+    result = check(tiny_model, deployed[kind])
+    assert result.passed, result.format()
+    assert result.first_divergence is None
+    assert [p.name for p in result.points] == point_names(SPEC)
+    assert result.tolerance["precision"] == precision
+    assert result.tolerance["how"] == "derived"
+    assert result.tolerance["rtol"] > 100 * float32.tolerance["rtol"]
+    assert precision in result.verdict_line()
+    if precision == "float16":  # int8 moves logits by ~1e-2: top-1 may flip on close classes
+        assert result.top1 == 1.0
+
+
+@pytest.fixture(scope="module")
+def float64_deployed(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """The correct conversion into a float64 Keras model, as .keras and as a SavedModel."""
+    directory = tmp_path_factory.mktemp("float64")
+    model = keras_copy(tiny_model, "float64")
+    return {
+        "keras": write(model, directory / "model.keras"),
+        "savedmodel": write(model, directory / "savedmodel"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["keras", "savedmodel"])
+def test_float64_artifact_is_fed_and_compared_in_float64(tiny_model, float64_deployed, kind):
+    """A float64 artifact gets float64 input and is compared in float64: every difference is
+    at float64 rounding (~1e-15), where an input or computation rounded to float32 anywhere
+    would show ~1e-8."""
+    result = check(tiny_model, float64_deployed[kind])
+    assert result.tolerance["precision"] == "float64"
+    assert [p.name for p in result.points] == point_names(SPEC)
+    assert max(p.max_rel for p in [*result.points, result.output]) < 1e-13, result.format()
+    assert result.top1 == 1.0
+
+
+@pytest.mark.parametrize("kind", ["keras", "savedmodel"])
+def test_float64_conversion_passes_with_a_tolerance_2_to_the_29_smaller(
+    tiny_model, deployed, float64_deployed, kind
+):
+    """A correct float64 conversion PASSES, against a tolerance 2^-29 (the ratio of the unit
+    roundoffs) times the float32 one on the same inputs: the float32 floor scaled to float64.
+    (Its FAIL sibling: test_float64_sees_a_perturbation_below_float32_rounding.)"""
+    float32 = check(tiny_model, deployed[kind])
+    result = check(tiny_model, float64_deployed[kind])
+    assert_passes(result)
+    assert [p.name for p in result.points] == point_names(SPEC)
+    ratio = result.tolerance["rtol"] / float32.tolerance["rtol"]
+    assert ratio == pytest.approx(2**-29, rel=0.5), f"{ratio:.2e} vs 2^-29 = {2**-29:.2e}"
+
+
+def test_float64_verdict_states_the_floor_its_tolerance_comes_from(tiny_model, float64_deployed):
+    """What the verdict line prints, `FACTOR x the float64 noise floor F`, is the tolerance
+    used, at the output and at every point, as it is for float32 (the first test above)."""
+    result = check(tiny_model, float64_deployed["keras"])
+    assert result.tolerance["rtol"] == pytest.approx(FACTOR * result.tolerance["floor"])
+    for p in result.points:
+        assert p.tolerance == pytest.approx(FACTOR * max(p.floor, UNIT_ROUNDOFF["float64"]))
+
+
+def test_float64_sees_a_perturbation_below_float32_rounding(tmp_path, tiny_model):
+    """One weight moved by 1e-9 (float32's spacing at these weights is ~1e-8): float64 FAILS
+    at the block that holds it, every earlier point agreeing; float32 cannot even hold the
+    change and PASSES. This is what float64 is for."""
+    results = {}
+    for dtype in ("float64", "float32"):
+        model = keras_copy(tiny_model, dtype)
+        perturb_one_value(keras_variables(model)["stages.2.1.pwconv1.weight"], 1e-9)
+        results[dtype] = check(tiny_model, write(model, tmp_path / f"{dtype}.keras"))
+    assert_fails_at(results["float64"], "stages.2.1")
+    assert_passes(results["float32"])
+
+
+# --- 2. a broken deployment fails where it breaks -------------------------------------------
+# Each is built from a correct conversion. A Keras layer reads `eps` (convnext_tf's LayerNorm;
+# Keras' own LayerNormalization calls it `epsilon`, which convnext_tf's would silently ignore)
+# and `padding` (Conv2D) when it is called, so setting them on the built model changes what
+# the model computes and what a new tf.function traces: convnext export's signatures are
+# traced afresh, so the SavedModel carries the broken computation (were it not so, verify
+# would PASS and these tests fail). A new activation cannot be set: Keras refuses new
+# sublayers on a built layer ("You cannot add new elements of state ... to a layer that is
+# already built"), so the tanh GELU model is built with convnext_tf.model.GELU replaced.
+
+
+def perturbed_weight(torch_model: torch.nn.Module) -> keras.Model:
+    """One value of stages.2.1's pwconv1 kernel moved by 1e-2."""
+    model = keras_copy(torch_model)
+    perturb_one_value(keras_variables(model)["stages.2.1.pwconv1.weight"], 1e-2)
+    return model
+
+
+def transposed_depthwise_kernel(torch_model: torch.nn.Module) -> keras.Model:
+    """stages.1.0's 7x7 depthwise kernel with kh and kw swapped (same shape, so it loads)."""
+    model = keras_copy(torch_model)
+    variable = keras_variables(model)["stages.1.0.dwconv.weight"]
+    variable.assign(np.ascontiguousarray(variable.numpy().swapaxes(0, 1)))
+    return model
+
+
+def layer_norm_eps_1e_3(torch_model: torch.nn.Module) -> keras.Model:
+    """Every LayerNorm with Keras' default eps, 1e-3, for ConvNeXt's 1e-6: the first one is
+    the stem's (downsample_layers.0.1)."""
+    model = keras_copy(torch_model)
+    norms = [
+        model.downsample_layers[0].layers[1],
+        *(layer.layers[0] for layer in model.downsample_layers[1:]),
+        *(block.norm for block in blocks_of(model)),
+        model.norm,
+    ]
+    assert all(isinstance(n, convnext_tf.LayerNorm) and n.eps == 1e-6 for n in norms)
+    for norm in norms:
+        norm.eps = 1e-3
+    return model
+
+
+class TanhGELU(convnext_tf.GELU):
+    """keras.ops.gelu's default form, the tanh approximation (~5e-4 off the exact GELU)."""
+
+    def call(self, x):
+        return keras.ops.gelu(x, approximate=True)
+
+
+def tanh_gelu(torch_model: torch.nn.Module) -> keras.Model:
+    """Every block's activation the tanh approximation: the first block is stages.0.0."""
+    with mock.patch.object(convnext_tf.model, "GELU", TanhGELU):
+        model = keras_copy(torch_model)
+    assert all(isinstance(block.act, TanhGELU) for block in blocks_of(model))
+    return model
+
+
+def same_padding(layer: str) -> Callable[[torch.nn.Module], keras.Model]:
+    """padding="same" on the stem conv (downsample_layers.0) or a downsampling conv: it pads
+    the bottom and right where PyTorch's floors, which changes every output size that is not
+    a multiple of the stride."""
+
+    def build(torch_model: torch.nn.Module) -> keras.Model:
+        model = keras_copy(torch_model)
+        index = int(layer.split(".")[-1])
+        conv = model.downsample_layers[index].layers[0 if index == 0 else 1]
+        assert isinstance(conv, keras.layers.Conv2D) and conv.padding == "valid"
+        conv.padding = "same"
+        return model
+
+    return build
+
+
+@dataclass(frozen=True)
+class Breakage:
+    build: Callable[[torch.nn.Module], keras.Model]
+    file: str  # the artifact written
+    first: str  # where verify must say the difference starts
+    quantize: str | None = None
+
+
+BROKEN = {
+    "one perturbed weight": Breakage(perturbed_weight, "perturbed.weights.h5", "stages.2.1"),
+    "kh-kw-transposed depthwise kernel": Breakage(
+        transposed_depthwise_kernel, "transposed.keras", "stages.1.0"
+    ),
+    "LayerNorm eps 1e-3": Breakage(layer_norm_eps_1e_3, "eps", "downsample_layers.0"),
+    "tanh GELU": Breakage(tanh_gelu, "tanh", "stages.0.0"),
+    "padding=same on the stem": Breakage(
+        same_padding("downsample_layers.0"), "same-stem", "downsample_layers.0"
+    ),
+    "transposed depthwise kernel, float16 .tflite": Breakage(
+        transposed_depthwise_kernel, "transposed-float16.tflite", "stages.1.0", "float16"
+    ),
+    "transposed depthwise kernel, dynamic .tflite": Breakage(
+        transposed_depthwise_kernel, "transposed-dynamic.tflite", "stages.1.0", "dynamic"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """Every BROKEN deployment, written once: weight breakage as Keras files, computation
+    breakage as SavedModels or .tflite files from convnext export."""
+    directory = tmp_path_factory.mktemp("broken")
+    return {
+        name: write(case.build(tiny_model), directory / case.file, case.quantize)
+        for name, case in BROKEN.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_broken_deployment_fails_where_it_breaks(tiny_model, broken, name):
+    """Each broken deployment FAILS, and the first divergence is the layer that holds the
+    break: every earlier point agrees within its tolerance, that one does not."""
+    result = check(tiny_model, broken[name])
+    assert_fails_at(result, BROKEN[name].first)
+    assert [p.name for p in result.points] == point_names(SPEC)
+    assert f"first divergence: {BROKEN[name].first}" in result.format()
+    if "padding" in name:  # 15x16 in PyTorch, 16x17 with "same" at the stem
+        assert "shape" in next(p for p in result.points if not p.ok).note
+
+
+def test_same_padding_passes_at_224(tiny_model, broken):
+    """The stem with padding="same" PASSES at 224x224, where "same" pads nothing: why the
+    size option matters, and why the default check uses 61x67."""
+    result = check(tiny_model, broken["padding=same on the stem"], size=(224, 224))
+    assert_passes(result)
+    assert [p.name for p in result.points] == point_names(SPEC)
+
+
+# --- 3. a hand-written TF port, as a black box ----------------------------------------------
+
+
+class LayerScale(keras.layers.Layer):
+    """The seed's Block.gamma, as a layer of its own: the residual branch times a vector."""
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="gamma")
+
+    def call(self, x):
+        return self.gamma * x
+
+
+def hand_written_port(torch_model: torch.nn.Module, stem_padding: str = "valid") -> keras.Model:
+    """SPEC written the way ../shared/seed/convnext-blog-post.txt writes ConvNeXt in TF:
+    Keras' own layers (Conv2D, LayerNormalization, Activation("gelu"), Dense), names of its
+    own (stem, stage1_block0, downsample2, ...), here as a functional model, and the PyTorch
+    weights copied in by hand. The seed pads with "same"; this port uses "valid" unless
+    `stem_padding` puts the seed's bug back."""
+    state = {key: value.detach().numpy() for key, value in torch_model.state_dict().items()}
+    layers = keras.layers
+    copies = []  # (layer, its weights in Keras' layout), assigned once the model is built
+
+    def norm(name: str, key: str):
+        layer = layers.LayerNormalization(epsilon=1e-6, name=name)
+        copies.append((layer, [state[f"{key}.weight"], state[f"{key}.bias"]]))
+        return layer
+
+    def conv(name: str, key: str, stride: int, padding: str = "valid"):
+        weight = state[f"{key}.weight"]  # (out, in, kh, kw)
+        layer = layers.Conv2D(weight.shape[0], stride, strides=stride, padding=padding, name=name)
+        copies.append((layer, [weight.transpose(2, 3, 1, 0), state[f"{key}.bias"]]))
+        return layer
+
+    def dense(name: str, key: str):
+        weight = state[f"{key}.weight"]  # (out, in)
+        layer = layers.Dense(weight.shape[0], name=name)
+        copies.append((layer, [weight.T, state[f"{key}.bias"]]))
+        return layer
+
+    inputs = keras.Input((None, None, 3))
+    x = conv("stem_conv2d", "downsample_layers.0.0", 4, stem_padding)(inputs)
+    x = norm("stem_norm", "downsample_layers.0.1")(x)
+    for i, depth in enumerate(SPEC.depths):
+        if i:
+            x = norm(f"downsample{i + 1}_norm", f"downsample_layers.{i}.0")(x)
+            x = conv(f"downsample{i + 1}_conv2d", f"downsample_layers.{i}.1", 2)(x)
+        for j in range(depth):
+            name, key = f"stage{i + 1}_block{j}", f"stages.{i}.{j}"
+            dwconv = layers.DepthwiseConv2D(7, padding="same", name=f"{name}_dwconv")
+            kernel = state[f"{key}.dwconv.weight"].transpose(2, 3, 0, 1)  # (C,1,7,7)->(7,7,C,1)
+            copies.append((dwconv, [kernel, state[f"{key}.dwconv.bias"]]))
+            y = dwconv(x)
+            y = norm(f"{name}_norm", f"{key}.norm")(y)
+            y = dense(f"{name}_pwconv1", f"{key}.pwconv1")(y)
+            y = layers.Activation("gelu", name=f"{name}_gelu")(y)  # exact: erf
+            y = dense(f"{name}_pwconv2", f"{key}.pwconv2")(y)
+            scale = LayerScale(name=f"{name}_gamma")
+            copies.append((scale, [state[f"{key}.gamma"]]))
+            x = layers.Add(name=f"{name}_add")([x, scale(y)])
+    x = layers.GlobalAveragePooling2D(name="pool")(x)  # the seed's tf.reduce_mean over H, W
+    x = norm("norm", "norm")(x)
+    model = keras.Model(inputs, dense("head", "head")(x), name="seed_style_convnext")
+    for layer, values in copies:
+        layer.set_weights(values)
+    return model
+
+
+PORTS = {
+    "correct": {},
+    "seed's padding=same on the stem": {"stem_padding": "same"},
+}
+
+
+@pytest.fixture(scope="module")
+def ports(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """Each PORTS variant, exported with Keras' own model.export(): a SavedModel whose
+    signature has Keras' input and output names and no `stages` signature."""
+    directory = tmp_path_factory.mktemp("ports")
+    paths = {}
+    for i, (name, options) in enumerate(PORTS.items()):
+        paths[name] = directory / f"port{i}"
+        hand_written_port(tiny_model, **options).export(paths[name], verbose=False)
+    return paths
+
+
+def test_hand_written_port_passes_as_a_black_box(tiny_model, ports):
+    """A correct port with its own layer names PASSES through its serving signature alone:
+    no intermediate output is compared, and the output says so."""
+    artifact = open_artifact(ports["correct"], SPEC)
+    assert artifact.kind == "savedmodel" and not artifact.traced
+    assert artifact.input_name != "images"  # Keras' name, not convnext export's
+    result = check(tiny_model, ports["correct"])
+    assert result.passed, result.format()
+    assert result.points == [] and result.first_divergence is None
+    assert result.top1 == 1.0
+    text = result.format()
+    assert "intermediate:  not compared" in text
+    assert "compared as logits" in text  # output_0 says nothing: told by its values
+
+
+def test_hand_written_port_with_the_seeds_padding_fails(tiny_model, ports):
+    """The sibling: the seed's padding="same" on the stem, at 61x67, makes the same black box
+    FAIL on its logits; no point can be named, so none is."""
+    result = check(tiny_model, ports["seed's padding=same on the stem"])
+    assert not result.passed, result.format()
+    assert result.points == [] and result.first_divergence is None
+    assert result.output.max_rel > result.tolerance["rtol"]
+    assert "intermediate:  not compared" in result.format()
+
+
+# --- 4. keras.applications ------------------------------------------------------------------
+# convnext_tiny, 28M parameters: about 18 s for this section on 2 cores (a 115 MB checkpoint,
+# file and .keras model written and read, a 224x224 run), so it is in the exhaustive tier.
+
+
+@pytest.fixture(scope="module")
+def convnext_tiny(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    """convnext_tiny (28M parameters), 10 classes, every weight randomised, and the same as
+    an official checkpoint file."""
+    model = random_torch_model("convnext_tiny", seed=2, num_classes=10)
+    path = tmp_path_factory.mktemp("convnext_tiny") / "convnext_tiny.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def applications_weights(convnext_tiny) -> Path:
+    """`convnext convert --to keras-applications` of convnext_tiny: a .weights.h5 for
+    keras.applications.ConvNeXtTiny (preprocessing built in, no softmax)."""
+    from converters.cli import main
+
+    _, checkpoint = convnext_tiny
+    path = checkpoint.with_name("applications.weights.h5")
+    assert main(["convert", str(checkpoint), str(path), "--to", "keras-applications"]) == 0
+    return path
+
+
+@pytest.mark.exhaustive
+def test_keras_applications_weights_pass(convnext_tiny, applications_weights):
+    """The converted keras.applications weights PASS, fed raw pixels 0-255 (their model
+    normalises itself), at 224x224, the only size a keras.applications model with its top
+    takes (see test_keras_applications_weights_at_another_size)."""
+    _, checkpoint = convnext_tiny
+    result = verify(checkpoint, applications_weights, batch=BATCH)
+    assert result.passed, result.format()
+    assert "keras.applications ConvNeXtTiny weights" in result.artifact
+    assert "pixels 0-255" in result.inputs and "224x224" in result.inputs
+    assert result.top1 == 1.0 and result.output_kind == "logits"
+
+
+@pytest.mark.exhaustive
+def test_keras_applications_weights_fed_the_wrong_pixels_fail(convnext_tiny, applications_weights):
+    """The sibling: the same weights fed pixels 0-1 where their model expects 0-255 FAIL."""
+    torch_model, _ = convnext_tiny
+    spec = spec_from_name("convnext_tiny", num_classes=10)
+    result = check(torch_model, applications_weights, spec=spec, size=(224, 224), pixels="0-1")
+    assert not result.passed, result.format()
+
+
+@pytest.mark.exhaustive
+def test_keras_applications_weights_at_another_size(convnext_tiny, applications_weights):
+    """At 61x67 the weights either PASS or are refused with one clear line naming the size
+    they take, never an unforeseen error."""
+    _, checkpoint = convnext_tiny
+    try:
+        result = verify(checkpoint, applications_weights, size=SIZE, batch=BATCH)
+    except ConversionError as e:
+        assert "224x224" in str(e)
+    else:
+        assert result.passed, result.format()
+
+
+@pytest.fixture(scope="module")
+def applications_model(convnext_tiny) -> Path:
+    """convnext_tiny's weights in keras.applications.ConvNeXtTiny with its defaults (its
+    preprocessing layer, which takes pixels 0-255, and its softmax), saved as .keras, for
+    61x67 input (a model with its top has a fixed size, which verify reads off it)."""
+    torch_model, checkpoint = convnext_tiny
+    model = keras.applications.ConvNeXtTiny(
+        weights=None, classes=10, input_shape=(*SIZE, 3), name="convnext_tiny"
+    )
+    spec = spec_from_name("convnext_tiny", num_classes=10)
+    keras_applications.assign(load_state_dict(torch_model.state_dict()), model, spec.depths, True)
+    path = checkpoint.with_name("applications.keras")
+    model.save(path)
+    return path
+
+
+@pytest.mark.exhaustive
+def test_keras_applications_model_with_softmax_and_preprocessing_passes(
+    convnext_tiny, applications_model
+):
+    """The saved keras.applications model PASSES through verify() with no option at all:
+    its size (61x67), its pixels 0-255 and its probabilities are detected, and it is
+    compared with PyTorch's softmax."""
+    _, checkpoint = convnext_tiny
+    artifact = open_artifact(applications_model, spec_from_name("convnext_tiny", num_classes=10))
+    assert (artifact.pixels, artifact.output, artifact.size) == ("0-255", "probabilities", SIZE)
+    result = verify(checkpoint, applications_model, batch=BATCH)
+    assert result.passed, result.format()
+    assert result.output_kind == "probabilities"
+    assert "61x67" in result.inputs and "pixels 0-255" in result.inputs
+    assert result.points == [] and result.top1 == 1.0
+
+
+@pytest.mark.exhaustive
+def test_keras_applications_softmax_compared_as_logits_fails(convnext_tiny, applications_model):
+    """The sibling: the same model compared as if it gave logits FAILS, so the PASS above
+    depends on its output being detected."""
+    torch_model, _ = convnext_tiny
+    spec = spec_from_name("convnext_tiny", num_classes=10)
+    result = check(torch_model, applications_model, spec=spec, output="logits")
+    assert not result.passed, result.format()
+
+
+# --- 5. a black box described by options ----------------------------------------------------
+
+
+class BlackBox(tf.Module):
+    """One SavedModel, four ways of serving the same correct model, each a signature."""
+
+    def __init__(self, model: keras.Model):
+        super().__init__()
+        self.model = model
+        self.mean = tf.constant(keras_applications.IMAGENET_MEAN, tf.float32)
+        self.std = tf.constant(keras_applications.IMAGENET_STD, tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3, None, None], tf.float32)])
+    def nchw(self, x):
+        """NCHW normalised input, as a PyTorch-minded exporter writes it."""
+        return {"output_0": self.model(tf.transpose(x, [0, 2, 3, 1]), training=False)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3, None, None], tf.float32)])
+    def nchw_bgr(self, x):
+        """The same with the channels reversed (BGR): a broken one."""
+        return {"output_0": self.model(tf.transpose(x[:, ::-1], [0, 2, 3, 1]), training=False)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def pixels(self, x):
+        """Raw pixels 0-255, normalised inside."""
+        return {"output_0": self.model((x / 255.0 - self.mean) / self.std, training=False)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def probabilities(self, x):
+        """Softmax output under a name that does not say so."""
+        return {"output_0": tf.nn.softmax(self.model(x, training=False))}
+
+
+@pytest.fixture(scope="module")
+def black_box(tmp_path_factory, tiny_model) -> Path:
+    """BlackBox of the correct conversion, saved with tf.saved_model.save: serving_default
+    takes NCHW, and the other signatures are named after their methods."""
+    module = BlackBox(keras_copy(tiny_model))
+    path = tmp_path_factory.mktemp("black_box") / "savedmodel"
+    signatures = {
+        "serving_default": module.nchw,
+        "nchw_bgr": module.nchw_bgr,
+        "pixels": module.pixels,
+        "probabilities": module.probabilities,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+def test_nchw_signature_is_detected_and_passes(tiny_model, black_box):
+    """A signature taking (None, 3, None, None) is detected as NCHW, fed NCHW, and PASSES."""
+    assert open_artifact(black_box, SPEC).layout == "nchw"
+    result = check(tiny_model, black_box)
+    assert result.passed, result.format()
+    assert "the artifact gets NCHW normalised" in result.inputs
+    assert result.points == [] and result.top1 == 1.0
+
+
+def test_nchw_signature_with_bgr_channels_fails(tiny_model, black_box):
+    """The sibling: the same NCHW signature with its channels reversed FAILS."""
+    result = check(tiny_model, black_box, signature="nchw_bgr")
+    assert not result.passed, result.format()
+
+
+def test_raw_pixels_pass_with_the_pixels_option_and_fail_without(tiny_model, black_box):
+    """A signature that normalises 0-255 pixels itself PASSES with pixels="0-255" (PyTorch
+    gets the same pictures normalised) and FAILS without it, fed normalised values."""
+    with_option = check(tiny_model, black_box, signature="pixels", pixels="0-255")
+    assert with_option.passed, with_option.format()
+    assert "pixels 0-255" in with_option.inputs
+    without = check(tiny_model, black_box, signature="pixels")
+    assert not without.passed, without.format()
+
+
+def test_probabilities_pass_with_the_output_option_and_fail_as_logits(tiny_model, black_box):
+    """An output named output_0 that holds probabilities PASSES with output="probabilities"
+    (compared with PyTorch's softmax), and without the option too, told by its values (each
+    row non-negative and summing to 1), saying so; compared as logits, it FAILS."""
+    with_option = check(tiny_model, black_box, signature="probabilities", output="probabilities")
+    assert with_option.passed, with_option.format()
+    assert with_option.output_kind == "probabilities"
+    detected = check(tiny_model, black_box, signature="probabilities")
+    assert detected.passed, detected.format()
+    assert detected.output_kind == "probabilities"
+    assert "compared as probabilities" in detected.format()
+    as_logits = check(tiny_model, black_box, signature="probabilities", output="logits")
+    assert not as_logits.passed, as_logits.format()
+
+
+# --- 6. pictures from a folder --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> Path:
+    """Three small pictures of other sizes (PNG, JPEG, a grey PNG), and a hidden file that
+    is not a picture (skipped, as a Finder's .DS_Store must be)."""
+    Image = pytest.importorskip("PIL.Image")
+    directory = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(directory / "a.png")
+    Image.fromarray(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)).save(directory / "b.jpg")
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(directory / "c.png")
+    (directory / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return directory
+
+
+def test_folder_of_pictures_passes_with_a_row_per_file(tiny_model, deployed, pictures):
+    """The pictures, resized once to 61x67 and fed to both sides in batches of 2 (2 + 1),
+    PASS, each in a row under its file name, in name order."""
+    result = check(tiny_model, deployed["savedmodel"], folder=pictures)
+    assert_passes(result)
+    assert [row.name for row in result.images] == ["a.png", "b.jpg", "c.png"]
+    assert all(row.agree for row in result.images)
+    assert f"3 images from {pictures}" in result.inputs
+
+
+def test_folder_of_pictures_fails_on_a_broken_deployment(tiny_model, broken, pictures):
+    """The sibling: the same pictures FAIL a broken deployment, at its break."""
+    result = check(tiny_model, broken["tanh GELU"], folder=pictures)
+    assert_fails_at(result, "stages.0.0")
+    assert len(result.images) == 3
+
+
+# --- 7. the command line: verify ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def atto_checkpoint(tmp_path_factory, torch_model) -> Path:
+    """conftest's convnext_atto (10 classes, randomised) as an official training checkpoint:
+    the command line reads named variants only."""
+    path = tmp_path_factory.mktemp("atto") / "atto.pth"
+    torch.save({"model": torch_model.state_dict(), "epoch": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def atto_savedmodel(atto_checkpoint) -> Path:
+    """`convnext export atto.pth DST`: a SavedModel directory from a PyTorch checkpoint (the
+    .tflite path of export is the same code, run from a Keras file by `deployed`)."""
+    from converters.cli import main
+
+    path = atto_checkpoint.with_name("atto_savedmodel")
+    assert main(["export", str(atto_checkpoint), str(path)]) == 0
+    return path
+
+
+def test_cli_export_then_verify_passes_exit_0_with_report_and_json(
+    capsys, tmp_path, atto_checkpoint, atto_savedmodel, pictures
+):
+    """`convnext export` then `convnext verify --images DIR`: PASS, exit 0, the verdict
+    printed, and the report and JSON written; the JSON loads, with every block compared and
+    a row per picture, and the HTML page carries the verdict and its plot."""
+    report, record = tmp_path / "report.html", tmp_path / "result.json"
+    code, out, err = run(
+        capsys, "verify", atto_checkpoint, atto_savedmodel, "--images", pictures,
+        "--report", report, "--json", record,
+    )  # fmt: skip
+    assert code == 0, out + err
+    assert out.strip().splitlines()[-1].startswith("PASS: logits max rel")
+    data = json.loads(record.read_text())
+    assert data["verdict"] == "PASS" and data["first_divergence"] is None
+    assert [p["name"] for p in data["points"]][:3] == [
+        "downsample_layers.0",
+        "stages.0.0",
+        "stages.0.1",
+    ]
+    assert [row["name"] for row in data["images"]] == ["a.png", "b.jpg", "c.png"]
+    page = report.read_text()
+    assert "PASS: logits max rel" in page and "data:image/png;base64," in page
+
+
+@pytest.fixture(scope="module")
+def broken_atto_weights(atto_checkpoint, torch_model) -> Path:
+    """The atto conversion with one value of stages.2.3's pwconv2 kernel moved by 1e-2."""
+    model = converted_keras_model(torch_model, "convnext_atto", "float32", num_classes=10)
+    perturb_one_value(keras_variables(model)["stages.2.3.pwconv2.weight"], 1e-2)
+    path = atto_checkpoint.with_name("broken.weights.h5")
+    model.save_weights(path)
+    return path
+
+
+def test_cli_fail_exits_1_naming_the_first_divergence(
+    capsys, tmp_path, atto_checkpoint, broken_atto_weights
+):
+    """A broken deployment: FAIL, exit 1, the first divergence printed and in the JSON.
+    Run as `compare`, verify's old name: the same command."""
+    record = tmp_path / "result.json"
+    code, out, err = run(
+        capsys, "compare", atto_checkpoint, broken_atto_weights, "--size", *SIZE,
+        "--batch", BATCH, "--json", record,
+    )  # fmt: skip
+    assert code == 1, out + err
+    assert "first divergence: stages.2.3" in out
+    assert out.strip().splitlines()[-1].startswith("FAIL: logits")
+    data = json.loads(record.read_text())
+    assert (data["verdict"], data["first_divergence"]) == ("FAIL", "stages.2.3")
+
+
+def no_image_signature(directory: Path) -> Path:
+    """A SavedModel whose serving signature takes a 1-D int32 tensor: no image at all."""
+
+    class Tokens(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+        def serve(self, tokens):
+            return {"logits": tf.cast(tokens, tf.float32)[:, None] * tf.ones([1, 10])}
+
+    module, path = Tokens(), directory / "tokens"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def folder_with(directory: Path, files: dict[str, bytes]) -> Path:
+    """A folder holding one good PNG and `files` (name -> content)."""
+    from PIL import Image
+
+    folder = directory / "pictures"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / "good.png")
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+def not_a_savedmodel(directory: Path) -> Path:
+    (directory / "exported").mkdir()
+    (directory / "exported" / "model.bin").write_bytes(b"\0" * 16)
+    return directory / "exported"
+
+
+# name -> (make(a fresh folder, good artifacts) -> arguments after TORCH_SRC, what the line says)
+UNUSABLE = {
+    "missing DEPLOYED": (lambda d, a: [d / "missing.tflite"], "no such file or directory"),
+    "folder with a non-image file": (
+        lambda d, a: [a["atto"], "--images", folder_with(d, {"notes.txt": b"hello"})],
+        "notes.txt: not a JPEG or PNG file (--images takes only those)",
+    ),
+    "folder with an undecodable PNG": (
+        lambda d, a: [a["atto"], "--images", folder_with(d, {"broken.png": b"\x89PNG\r\n"})],
+        "broken.png: cannot decode the image",
+    ),
+    "directory that is not a SavedModel": (
+        lambda d, a: [not_a_savedmodel(d)],
+        "a directory, but not a SavedModel",
+    ),
+    "signature taking no image": (
+        lambda d, a: [no_image_signature(d)],
+        "takes no single float image batch",
+    ),
+    "other variant, 5 classes for 10": (
+        lambda d, a: [a["spec"], "--size", *SIZE, "--batch", BATCH],
+        "gives outputs of shape (2, 5), the PyTorch model (2, 10): another variant or class",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNUSABLE))
+def test_cli_unusable_input_exits_2_and_writes_nothing(
+    capsys, tmp_path, atto_checkpoint, atto_savedmodel, deployed, name
+):
+    """Unusable input: exit 2, one line naming the problem, no verdict, and neither the
+    report nor the JSON written."""
+    make, says = UNUSABLE[name]
+    report, record = tmp_path / "report.html", tmp_path / "result.json"
+    arguments = make(tmp_path, {"atto": atto_savedmodel, "spec": deployed["savedmodel"]})
+    code, out, err = run(
+        capsys, "verify", atto_checkpoint, *arguments, "--report", report, "--json", record
+    )
+    assert_unusable(code, out, err, says)
+    assert not report.exists() and not record.exists()
+    assert temp_dirs(tmp_path) == []
+
+
+# --- 8. the command line: export -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["savedmodel", "tflite"])
+def test_cli_export_refuses_an_existing_destination(
+    capsys, atto_checkpoint, atto_savedmodel, deployed, kind
+):
+    """Without --force, export refuses a DST that exists: exit 1, one line, and DST exactly
+    as it was (the same files, sizes and times)."""
+    src, dst = {
+        "savedmodel": (atto_checkpoint, atto_savedmodel),
+        "tflite": (deployed["keras"], deployed["tflite"]),
+    }[kind]
+    before = tree(dst)
+    code, _, err = run(capsys, "export", src, dst)
+    assert_one_line_error(code, err, str(dst), "exists", "--force")
+    assert tree(dst) == before
+    assert temp_dirs(dst.parent) == []
+
+
+def test_cli_export_force_replaces_a_savedmodel(
+    capsys, tmp_path, tiny_model, deployed, atto_savedmodel
+):
+    """With --force, export replaces an existing SavedModel whole: the 10-class atto export
+    at DST becomes SPEC's 5-class model (exported from a .keras file), which verifies, and
+    nothing of the old one or of the temporary directory is left."""
+    dst = tmp_path / "savedmodel"
+    shutil.copytree(atto_savedmodel, dst)
+    (dst / "stale.txt").write_text("from the old export")
+    code, out, err = run(capsys, "export", deployed["keras"], dst, "--force")
+    assert code == 0, err
+    assert not (dst / "stale.txt").exists()
+    assert_passes(check(tiny_model, dst))
+    assert temp_dirs(tmp_path) == []
+
+
+def test_cli_export_quantize_needs_a_tflite_destination(capsys, tmp_path, deployed):
+    """--quantize with a SavedModel destination is an error: exit 1, one line, nothing
+    written."""
+    dst = tmp_path / "savedmodel"
+    code, _, err = run(capsys, "export", deployed["keras"], dst, "--quantize", "float16")
+    assert_one_line_error(code, err, "--quantize", ".tflite")
+    assert not dst.exists() and temp_dirs(tmp_path) == []
+
+
+def failing_savedmodel(module, path: str) -> None:
+    """tf.saved_model.save that dies halfway: a partial directory, then an I/O error."""
+    os.makedirs(os.path.join(path, "variables"))
+    Path(path, "saved_model.pb").write_bytes(b"partial")
+    raise OSError(errno.EIO, "Input/output error (simulated)", path)
+
+
+def failing_tflite(module, quantize) -> bytes:
+    """The LiteRT converter failing (after export opened the .tflite file to write)."""
+    raise ConversionError("LiteRT conversion failed: simulated")
+
+
+@pytest.mark.parametrize(
+    "kind, force",
+    [("savedmodel", False), ("tflite", False), ("savedmodel", True)],
+    ids=["savedmodel", "tflite", "savedmodel over an existing one, --force"],
+)
+def test_cli_failed_export_leaves_nothing_behind(
+    capsys, monkeypatch, tmp_path, deployed, kind, force
+):
+    """An export that fails while writing exits 1 with one line, and leaves nothing at DST
+    and no .convnext-* temporary directory beside it; with --force over an existing
+    SavedModel, the old one is left exactly as it was."""
+    monkeypatch.setattr("converters.export.save_savedmodel", failing_savedmodel)
+    monkeypatch.setattr("converters.export.to_tflite", failing_tflite)
+    dst = tmp_path / ("model.tflite" if kind == "tflite" else "savedmodel")
+    if force:
+        shutil.copytree(deployed["savedmodel"], dst)
+    before = tree(dst) if force else None
+    code, _, err = run(capsys, "export", deployed["keras"], dst, *(["--force"] if force else []))
+    assert_one_line_error(code, err, "simulated")
+    if force:
+        assert tree(dst) == before  # the old SavedModel, untouched
+    else:
+        assert not dst.exists()
+    assert temp_dirs(tmp_path) == []
