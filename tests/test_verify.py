@@ -54,6 +54,11 @@ from tests.helpers import (
     run,
 )
 
+# The `deploy` extra (make install brings it; the lowest-versions environment does not):
+# Pillow for pictures, LiteRT for .tflite files.
+pytest.importorskip("PIL", reason="convnext verify --images needs Pillow (the deploy extra)")
+pytest.importorskip("ai_edge_litert", reason=".tflite files need ai-edge-litert (deploy extra)")
+
 SPEC = ModelSpec(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5)
 SIZE = (61, 67)
 BATCH = 2
