@@ -65,6 +65,18 @@ def test_same_methods_in_the_same_order():
         assert found == expected, name
 
 
+def test_training_files_have_the_same_functions_in_the_same_order():
+    """convnext_torch/train.py and convnext_tf/train.py mirror each other like the models."""
+
+    def functions(path: Path) -> list[str]:
+        tree = ast.parse(path.read_text())
+        return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
+
+    torch_functions = functions(ROOT / "convnext_torch" / "train.py")
+    assert torch_functions == functions(ROOT / "convnext_tf" / "train.py")
+    assert torch_functions[:3] == ["create_optimizer", "loss_of", "train_step"]
+
+
 @pytest.mark.parametrize(
     "name", ["DropPath", "GRN", "Block", "ConvNeXt", "ConvNeXtBackbone", "ConvNeXtIsotropic"]
 )
