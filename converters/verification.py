@@ -122,6 +122,11 @@ class Verification:
                 f"top-{self.k} agreement: {round(self.topk * n)}/{n}"
             )
         lines += [f"note: {note}" for note in self.notes]
+        if self.tolerance.get("floor_images") is not None and self.tolerance["how"] == "derived":
+            lines.append(
+                f"noise floor: PyTorch one precision away, on {self.tolerance['floor_images']} "
+                f"of the {len(self.images) or 'given'} images"
+            )
         if self.first_divergence:
             lines.append(f"first divergence: {self.first_divergence}")
         lines.append(self.verdict_line())

@@ -35,7 +35,13 @@ from converters.parity import torch_trace
 from converters.verification import ImageRow, Point, Verification
 
 QUANTIZED_ELEMENTS = 1024  # LiteRT's dynamic range quantization leaves smaller weights float
-FLOOR_IMAGES = 2  # the images the float32 noise floor is measured on
+# The float32 noise floor is measured on as many images as this many float64 depthwise-conv
+# multiply-adds allow (they are what makes PyTorch's float64 slow: ~1e7 a second here), at
+# least MIN_FLOOR_IMAGES: all 360 digits of `make demo` (32x32), 2 images of ConvNeXt-T at
+# 224x224. A maximum over many images grows with their number, so the floor is measured on
+# as many as is cheap; deterministic, unlike a time limit, so that a verdict can be rerun.
+FLOOR_DEPTHWISE_WORK = 2.5e8
+MIN_FLOOR_IMAGES = 2
 FACTOR = 10.0  # tolerance / noise floor; a correct float32 port measures 1.0-1.8 (README)
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}  # the floor's floor
 PIXEL_SCALES = {"0-1": 1.0, "0-255": 255.0}
@@ -331,14 +337,17 @@ def verify_models(
     # The reference computes as the artifact should; the baseline is PyTorch itself one
     # precision away, whose distance from the reference is the noise floor. float64 is
     # slow on the CPU (its depthwise conv has no fast kernel: 20x float32 for ConvNeXt-T),
-    # so for a float32 artifact the floor is measured on the first FLOOR_IMAGES only.
+    # so for a float32 artifact the floor is measured on as many of the first images as
+    # a fixed amount of float64 work allows (floor_images).
     if precision == "float64":
         reference, baseline = reference_copy(model, "float64"), reference_copy(model, "float32")
     elif precision == "float32":
         reference, baseline = reference_copy(model, "float32"), reference_copy(model, "float64")
     else:  # quantized: float32 against PyTorch with its weights quantized the same way
         reference, baseline = reference_copy(model, "float32"), reference_copy(model, precision)
-    floor_images = FLOOR_IMAGES if precision == "float32" else len(inputs.names)
+    floored_at_most = len(inputs.names)
+    if precision == "float32":
+        floored_at_most = floor_images(model, inputs.size, inputs.channels, floored_at_most)
     notes = list(artifact.notes)
     if artifact.layout is None and feed.layout == "nhwc":
         notes.append("the artifact's input shape does not say its layout: NHWC assumed")
@@ -352,7 +361,7 @@ def verify_models(
         x = feed.torch_input(pixels)
         expected = torch_trace(reference, x)
         output_name = list(expected)[-1]  # head, norm (no head) or a backbone's last norm
-        m = min(len(names), floor_images - floored)
+        m = min(len(names), floored_at_most - floored)
         floor = torch_trace(baseline, x[:m]) if m > 0 else {}
         floored += m
         given = feed.artifact_input(pixels, artifact.input_dtype)
@@ -420,6 +429,7 @@ def verify_models(
         "factor": factor,
         "floor": final.floor,
         "precision": precision,
+        "floor_images": min(floored, len(inputs.names)),
         "how": "given" if rtol is not None else "derived",
     }
     return Verification(
@@ -456,6 +466,31 @@ def output_kind(outputs: np.ndarray) -> str:
     if np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, rtol=0, atol=1e-4):
         return "probabilities"
     return "logits"
+
+
+def floor_images(model: torch.nn.Module, size: tuple[int, int], channels: int, count: int) -> int:
+    """How many of `count` images the float32 floor is measured on (FLOOR_DEPTHWISE_WORK):
+    the depthwise multiply-adds of one image, counted from one float32 pass's block outputs."""
+    probe = reference_copy(model, "float32")
+    shapes = torch_trace(probe, np.zeros((1, channels, *size), np.float32))
+    work = sum(
+        value.size * block.dwconv.kernel_size[0] * block.dwconv.kernel_size[1]
+        for name, value in shapes.items()
+        for block in [block_named(probe, name)]
+        if block is not None
+    )
+    affordable = int(FLOOR_DEPTHWISE_WORK // max(work, 1))
+    return max(min(count, affordable), min(count, MIN_FLOOR_IMAGES))
+
+
+def block_named(model: torch.nn.Module, name: str):
+    """The Block that produced the trace point `name` (`stages.2.5`, `blocks.3`), or None."""
+    parts = name.split(".")
+    if parts[0] == "stages" and len(parts) == 3:
+        return model.stages[int(parts[1])][int(parts[2])]
+    if parts[0] == "blocks" and len(parts) == 2:
+        return model.blocks[int(parts[1])]
+    return None
 
 
 def input_words(feed: Feeding) -> str:
