@@ -11,10 +11,10 @@ install: $(STAMP)
 
 # pyproject.toml declares ranges; constraints.txt pins the versions the README was measured with,
 # [cpu] brings tensorflow-cpu, [deploy] what `convnext verify` / `export` use (Pillow, matplotlib,
-# LiteRT).
+# LiteRT), [demo] scikit-learn (its digits are the demo's data).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[cpu,test,deploy]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[cpu,test,deploy,demo]'
 	touch $(STAMP)
 
 demo: $(STAMP)
