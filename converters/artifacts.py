@@ -280,10 +280,12 @@ OUTSIDE_OPS = frozenset(
 )
 
 
-def check_signature_ops(path: Path, signatures: tuple[str, ...]) -> None:
+def check_signature_ops(path: Path, signatures: tuple[str, ...]) -> bool:
     """Refuse a SavedModel whose `signatures` would read or write files or call Python when
     run: every operation reachable from their outputs (through the functions they call, to
-    any depth) is read from saved_model.pb before TensorFlow loads anything."""
+    any depth) is read from saved_model.pb before TensorFlow loads anything. Returns whether
+    the graph holds keras.applications' input normalisation (`..._prestem_normalization`):
+    such a model takes pixels 0-255."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
@@ -311,6 +313,12 @@ def check_signature_ops(path: Path, signatures: tuple[str, ...]) -> None:
                 node = nodes[name]
                 pending += [i.lstrip("^").split(":")[0] for i in node.input]
                 refuse_ops(path, key, [node], functions, seen_functions)
+    return any(
+        "_prestem_normalization" in node.name
+        for graph in saved.meta_graphs
+        for function in graph.graph_def.library.function
+        for node in function.node_def
+    )
 
 
 def refuse_ops(path, key, nodes, functions, seen) -> None:
@@ -336,7 +344,7 @@ def refuse_ops(path, key, nodes, functions, seen) -> None:
 def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
     import tensorflow as tf
 
-    check_signature_ops(path, (signature or SERVING_SIGNATURE, TRACE_SIGNATURE))
+    applications = check_signature_ops(path, (signature or SERVING_SIGNATURE, TRACE_SIGNATURE))
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:  # noqa: BLE001 - TensorFlow raises many types for a bad directory
@@ -364,6 +372,9 @@ def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
         output_name=output_name,
         keep=loaded,
     )
+    if applications:
+        artifact.pixels = "0-255"
+        artifact.description += "; keras.applications: it normalises pixels 0-255 itself"
     stages = signatures.get(TRACE_SIGNATURE)
     if stages is not None and signature is None:
         stage_inputs = stages.structured_input_signature[1]
@@ -407,6 +418,8 @@ def output_kind_of(name: str) -> str | None:
     lowered = name.lower()
     if "logit" in lowered:
         return "logits"
+    if "feature" in lowered:
+        return "features"
     if any(word in lowered for word in PROBABILITY_NAMES):
         return "probabilities"
     return None
@@ -523,6 +536,17 @@ def tflite_precision(interpreter) -> str:
 
 
 # --- detection ----------------------------------------------------------------------------
+
+
+def rejected(artifact: Artifact, x: np.ndarray, error: Exception) -> ConversionError:
+    """The one line for an artifact that refuses the batch it was given: most often a layout,
+    size or dtype it does not take."""
+    layout = "NCHW" if artifact.layout == "nchw" else "NHWC"
+    return ConversionError(
+        f"{artifact.path}: refused a {layout} batch of shape {tuple(x.shape)} "
+        f"({first_sentence(error)[:200]}); if it takes another layout or size, pass "
+        "`input_layout` or `size`"
+    )
 
 
 def open_artifact(

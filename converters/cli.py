@@ -123,7 +123,22 @@ class Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(choice.group(1), known, n=1)
             if close:
                 message += f"; did you mean {close[0]}?"
+        unknown = re.search(r"unrecognized arguments: (--[\w-]+)", message)
+        if unknown:
+            close = difflib.get_close_matches(unknown.group(1), self.option_names(), n=1)
+            if close:
+                message += f"; did you mean {close[0]}?"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def option_names(self) -> list[str]:
+        """Every --option of this parser and of its subcommands."""
+        names = []
+        for action in self._actions:
+            names += [o for o in action.option_strings if o.startswith("--")]
+            for sub in getattr(action, "choices", None) or {}:
+                if isinstance(action.choices, dict):
+                    names += Parser.option_names(action.choices[sub])
+        return names
 
 
 def positive_int(text: str) -> int:

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print("1. the digits from scikit-learn: 1,797 scans of 8x8 pixels, upsampled to 32x32")
     x_train, y_train, x_test, y_test, originals = digits()
     print(f"   {len(x_train)} to train on, {len(x_test)} to test on (fixed split, seed {SEED})")
-    print(f"   training {VARIANT} in PyTorch: AdamW, learning rate {RECIPE.learning_rate:g}, ")
+    print(f"   training {VARIANT} in PyTorch: AdamW, learning rate {RECIPE.learning_rate:g},")
     print(f"   weight decay {RECIPE.weight_decay} on the kernels, batch {BATCH}, {EPOCHS} epochs")
     torch_model = train_pytorch(x_train, y_train, x_test, y_test)
     checkpoint = out / "digits_atto.pth"

@@ -420,10 +420,19 @@ def export_file(
     check_writable(dst)
     if variant is not None:
         checked_spec(variant)
+    if src.suffix == ".tflite" or (src / "saved_model.pb").is_file():
+        raise ConversionError(
+            f"{src}: a deployed model already; export reads PyTorch checkpoints and Keras files"
+        )
     if suffix_of(src, KERAS_SUFFIXES):
         if layout != "auto" or ema or key is not None:
             raise ConversionError(
                 "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"
+            )
+        if src.name.endswith(".keras") and (variant is not None or num_classes is not None):
+            raise ConversionError(
+                f"{src}: a .keras file records its model; `variant` and `num_classes` are for "
+                ".weights.h5 files"
             )
         classes = {} if num_classes is None else {"num_classes": num_classes}
         spec = checked_spec(variant, **classes) if variant else None

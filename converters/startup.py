@@ -16,7 +16,11 @@ def import_tensorflow_quietly() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # its Python warnings (tf.function retracing, when keras.applications models run
+        # eagerly at several sizes) are advice for model authors, not for this tool's users
+        tensorflow.get_logger().setLevel("ERROR")
     finally:
         os.dup2(saved, 2)
         os.close(saved)

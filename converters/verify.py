@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import convnext_torch
-from converters.artifacts import Artifact, open_artifact
+from converters.artifacts import Artifact, open_artifact, rejected
 from converters.convert import load_torch_model
 from converters.errors import ConversionError
 from converters.keras_applications import IMAGENET_MEAN, IMAGENET_STD
@@ -89,12 +89,18 @@ def random_images(count: int, size: tuple[int, int], channels: int, seed: int) -
 def folder_images(directory: Path, size: tuple[int, int], channels: int) -> Images:
     """Every JPEG and PNG in `directory` (hidden files aside), in name order; anything else in
     it is an error, found before any model runs."""
+    if directory.is_file():
+        raise ConversionError(f"{directory}: a file; `images` takes a folder of pictures")
     if not directory.is_dir():
         raise ConversionError(f"{directory}: no such directory (`images` takes a folder)")
     files = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
     if not files:
         raise ConversionError(f"{directory}: no images in it")
     for path in files:
+        if path.is_dir():
+            raise ConversionError(
+                f"{path}: a folder; `images` takes one flat folder of JPEG and PNG files"
+            )
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             raise ConversionError(f"{path}: not a JPEG or PNG file (`images` takes only those)")
         read_image(path, size, channels)  # decodes it: a broken file fails now, not halfway
@@ -129,6 +135,7 @@ class Feeding:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     output: str | None  # logits, probabilities, features; None: told by the first outputs
+    notes: tuple[str, ...] = ()  # where an option contradicts what the artifact says
 
     def torch_input(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, C) pixels -> the PyTorch model's (N, C, H, W) normalised float64 input."""
@@ -235,6 +242,7 @@ def verify(
     started = time.perf_counter()
     deployed = Path(deployed)
     check_options(input_layout, pixels, output, size, batch, mean, std)
+    check_torch_source(Path(torch_src))
     state = read_checkpoint(Path(torch_src), layout, ema, key, log)
     state, spec = model_spec(state, variant, num_classes, log)
     reference = convnext_torch.create_model(spec)
@@ -267,6 +275,22 @@ def verify(
         started=started,
         log=log,
     )
+
+
+def check_torch_source(path: Path) -> None:
+    """A deployed model given where the PyTorch checkpoint goes: said as such, not as a
+    checkpoint that fails to unpickle."""
+    what = None
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        what = "a SavedModel"
+    elif path.suffix == ".tflite":
+        what = "a .tflite file"
+    elif path.name.endswith((".keras", ".weights.h5")):
+        what = "a Keras file"
+    if what:
+        raise ConversionError(
+            f"{path}: is {what}; verify takes the PyTorch checkpoint first, then the deployed model"
+        )
 
 
 def check_options(input_layout, pixels, output, size, batch, mean, std) -> None:
@@ -305,12 +329,22 @@ def feeding(
             raise ConversionError(f"`{name}` needs {channels} values, one a channel")
     if artifact.output == "features" and output is not None:
         raise ConversionError(f"{artifact.path}: gives pooled features, not {output}")
+    notes = []
+    if pixels and artifact.traced and not artifact.pixels:
+        notes.append(f"`pixels` {pixels} given, but this project's artifacts take normalised input")
+    if output and artifact.output and output != artifact.output:
+        notes.append(f"`output` {output} given, but the artifact says it gives {artifact.output}")
+    if input_layout and artifact.layout and input_layout != artifact.layout:
+        notes.append(
+            f"`input_layout` {input_layout} given, but its input shape says {artifact.layout}"
+        )
     return Feeding(
         layout=input_layout or artifact.layout or "nhwc",
         pixels=pixels or artifact.pixels,
         mean=mean,
         std=std,
         output=output or artifact.output,
+        notes=tuple(notes),
     )
 
 
@@ -348,7 +382,7 @@ def verify_models(
     floored_at_most = len(inputs.names)
     if precision == "float32":
         floored_at_most = floor_images(model, inputs.size, inputs.channels, floored_at_most)
-    notes = list(artifact.notes)
+    notes = list(artifact.notes) + list(feed.notes)
     if artifact.layout is None and feed.layout == "nhwc":
         notes.append("the artifact's input shape does not say its layout: NHWC assumed")
     tallies: dict[str, Tally] = {}
@@ -366,19 +400,19 @@ def verify_models(
         floored += m
         given = feed.artifact_input(pixels, artifact.input_dtype)
         if artifact.traced:
-            found = artifact.trace(given)
+            found = call(artifact.trace, artifact, given)
             for name in expected:  # in the order the model computes them
                 if name in found:
                     tally = tallies.setdefault(name, Tally())
                     tally.add(expected[name], channels_first(found[name]))
                     if m > 0:
                         tally.add_floor(expected[name][:m], floor[name])
-        got = channels_first(np.asarray(artifact.run(given), dtype=np.float64))
+        got = channels_first(np.asarray(call(artifact.run, artifact, given), dtype=np.float64))
         if feed.output is None:
             feed.output = output_kind(got)
             notes.append(
                 f"the artifact's outputs {OUTPUT_GUESSES[feed.output]}: compared as "
-                f"{feed.output} (`output` says otherwise)"
+                f"{feed.output} (pass `output` to say otherwise)"
             )
         want = expected[output_name]
         if feed.output == "probabilities":
@@ -419,6 +453,17 @@ def verify_models(
         first = None
     elif not passed and first is None:
         first = f"the served {feed.output} (every intermediate output agrees)" if points else None
+    agreeing = np.mean([r.agree for r in rows]) if rows else 1.0
+    if not passed and not artifact.traced and agreeing < 0.5:
+        notes.append(
+            "few top-1 classes agree: a black box may take its input otherwise "
+            "(`pixels`, `input_layout`, `mean` / `std`)"
+        )
+    if passed and not artifact.traced and inputs.size[0] % 32 == 0 and inputs.size[1] % 32 == 0:
+        notes.append(
+            f"passed at {inputs.size[0]}x{inputs.size[1]}, where a padding='same' slip "
+            "hides: try a size that is no multiple of 32 too (`size` 61 67)"
+        )
     label = {"logits": "logits", "probabilities": "probabilities", "features": "features"}[
         feed.output
     ]
@@ -451,6 +496,16 @@ def verify_models(
         notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def call(method, artifact: Artifact, x: np.ndarray):
+    """artifact.run or .trace, its own errors (TensorFlow's, LiteRT's) made one line."""
+    try:
+        return method(x)
+    except ConversionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - TensorFlow and LiteRT raise many types
+        raise rejected(artifact, x, e) from None
 
 
 OUTPUT_GUESSES = {

@@ -999,3 +999,84 @@ def test_cli_failed_export_leaves_nothing_behind(
     else:
         assert not dst.exists()
     assert temp_dirs(tmp_path) == []
+
+
+# --- 9. what a first user got wrong (a trial of the commands as a new user) ------------------
+
+
+def nchw_model_of_unknown_shape(directory: Path) -> Path:
+    """A SavedModel whose signature takes (None, None, None, None) but computes on NCHW:
+    nothing in its shape says so, and it fails on an NHWC batch with TensorFlow's error."""
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)])
+    def serve(images):
+        images = tf.ensure_shape(images, [None, 3, None, None])
+        return {"logits": tf.tile(tf.reduce_mean(images, axis=[2, 3]), [1, 4])[:, :10]}
+
+    module.serve = serve
+    path = directory / "unknown_layout"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+def test_cli_an_artifact_that_refuses_the_batch_is_one_line_naming_the_options(
+    capsys, tmp_path, atto_checkpoint
+):
+    code, out, err = run(
+        capsys,
+        "verify",
+        atto_checkpoint,
+        nchw_model_of_unknown_shape(tmp_path),
+        "--size",
+        *SIZE,
+        "--batch",
+        BATCH,
+    )
+    assert_unusable(code, out, err, "refused a NHWC batch of shape (2, 61, 67, 3)", "--layout")
+
+
+@pytest.mark.parametrize("kind", ["tflite", "savedmodel", "keras"])
+def test_cli_deployed_model_given_first_is_named_as_such(capsys, atto_checkpoint, deployed, kind):
+    code, out, err = run(capsys, "verify", deployed[kind], atto_checkpoint)
+    assert_unusable(code, out, err, "verify takes the PyTorch checkpoint first")
+
+
+def test_cli_export_of_a_keras_file_refuses_model_options(capsys, tmp_path, deployed):
+    """A .keras file records its model: --num-classes or --variant would be ignored."""
+    code, _, err = run(capsys, "export", deployed["keras"], tmp_path / "out", "--num-classes", 0)
+    assert_one_line_error(code, err, "a .keras file records its model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_a_misspelt_option_gets_a_close_match(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, "export", "a.pth", "b.tflite", "--quantise", "float16")
+    assert exit_.value.code == 2
+    assert "did you mean --quantize?" in capsys.readouterr().err
+
+
+def test_a_headless_export_is_verified_as_features(tmp_path, tiny_model):
+    """An export without a head serves `features`: compared as such, no top-1 rows."""
+    headless = ModelSpec(depths=SPEC.depths, dims=SPEC.dims, num_classes=0)
+    torch_model = random_torch_model(headless, seed=2)
+    model = converted_keras_model(torch_model, headless, "float32")
+    path = write(model, tmp_path / "features")
+    result = check(torch_model, path, spec=headless)
+    assert_passes_features = result.passed and result.output_kind == "features"
+    assert assert_passes_features, result.format()
+    assert result.top1 is None and result.images == []
+
+
+@pytest.mark.exhaustive
+def test_keras_applications_exported_with_model_export_passes_with_no_option(
+    tmp_path, convnext_tiny, applications_model
+):
+    """keras.applications saved the standard Keras 3 way, `model.export(dir)`: a SavedModel
+    whose graph holds keras.applications' input normalisation, so pixels 0-255 are detected
+    from it, and its softmax from its values."""
+    _, checkpoint = convnext_tiny
+    keras.models.load_model(applications_model).export(str(tmp_path / "exported"), verbose=False)
+    result = verify(checkpoint, tmp_path / "exported", batch=BATCH)
+    assert result.passed, result.format()
+    assert "pixels 0-255" in result.inputs and result.output_kind == "probabilities"
