@@ -1,4 +1,5 @@
-"""Comparing a PyTorch and a Keras ConvNeXt on the same inputs, stage by stage.
+"""Comparing a PyTorch and a Keras ConvNeXt on the same inputs, stage by stage and block by
+block (trace; converters.verify builds its verdict on it).
 
 A comparison on freshly initialised models proves little: with the default layer scale of 1e-6
 every block adds almost nothing, so a broken block goes unseen. `randomize_` gives every
@@ -58,37 +59,6 @@ class Difference:
         max_abs = float(np.max(np.abs(reference - other)))
         scale = float(np.max(np.abs(reference)))
         return cls(name, max_abs, max_abs / scale if scale else max_abs)
-
-
-@dataclass
-class ParityReport:
-    """Stage-by-stage and logit differences of Keras against PyTorch on one batch."""
-
-    stages: list[Difference]
-    logits: Difference | None  # None for a detection backbone, which has no head
-    top1_agreement: float | None  # fraction of samples whose argmax class agrees
-    batch: int
-    dtype: str
-
-    def first_divergence(self, rtol: float) -> str | None:
-        """The first of the stages and the logits whose relative difference exceeds rtol."""
-        for row in self.rows:
-            if not row.max_rel <= rtol:  # also catches NaN
-                return row.name
-        return None
-
-    @property
-    def rows(self) -> list[Difference]:
-        return [*self.stages, *([self.logits] if self.logits else [])]
-
-    def format(self) -> str:
-        lines = [f"{'':<10}{'max abs':>12}{'max rel':>12}   ({self.dtype}, batch {self.batch})"]
-        for row in self.rows:
-            lines.append(f"{row.name:<10}{row.max_abs:>12.3e}{row.max_rel:>12.3e}")
-        if self.top1_agreement is not None:
-            agree = round(self.top1_agreement * self.batch)
-            lines.append(f"top-1 agreement: {agree}/{self.batch}")
-        return "\n".join(lines)
 
 
 def torch_outputs(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -191,21 +161,3 @@ def is_backbone(model) -> bool:
 def differences(reference: dict, other: dict) -> dict[str, Difference]:
     """Difference.between for every output of `reference`."""
     return {name: Difference.between(name, reference[name], other[name]) for name in reference}
-
-
-def compare(torch_model: nn.Module, keras_model: keras.Model, images: np.ndarray) -> ParityReport:
-    """Run both models in inference mode on `images`, (N, C, H, W), each in its own dtype,
-    and compare the stage outputs and (unless a detection backbone) the logits."""
-    expected = torch_outputs(torch_model, images)
-    found = keras_outputs(keras_model, images)
-    rows = differences(expected, found)
-    stages = [row for name, row in rows.items() if name != "logits"]
-    dtype = dtype_names(next(torch_model.parameters()).dtype, keras_model)
-    if "logits" not in rows:
-        return ParityReport(stages, None, None, len(images), dtype)
-    agreement = float(np.mean(expected["logits"].argmax(-1) == found["logits"].argmax(-1)))
-    return ParityReport(stages, rows["logits"], agreement, len(images), dtype)
-
-
-def dtype_names(torch_dtype: torch.dtype, keras_model: keras.Model) -> str:
-    return f"{torch_dtype}".removeprefix("torch.") + " / " + keras_model.compute_dtype

@@ -464,9 +464,7 @@ def verify_models(
             f"passed at {inputs.size[0]}x{inputs.size[1]}, where a padding='same' slip "
             "hides: try a size that is no multiple of 32 too (`size` 61 67)"
         )
-    label = {"logits": "logits", "probabilities": "probabilities", "features": "features"}[
-        feed.output
-    ]
+    label = feed.output  # logits, probabilities or features
     final.name = label
     tolerance = {
         "rtol": final.tolerance,

@@ -1063,8 +1063,7 @@ def test_a_headless_export_is_verified_as_features(tmp_path, tiny_model):
     model = converted_keras_model(torch_model, headless, "float32")
     path = write(model, tmp_path / "features")
     result = check(torch_model, path, spec=headless)
-    assert_passes_features = result.passed and result.output_kind == "features"
-    assert assert_passes_features, result.format()
+    assert result.passed and result.output_kind == "features", result.format()
     assert result.top1 is None and result.images == []
 
 
