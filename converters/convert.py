@@ -20,7 +20,15 @@ import torch
 from converters import mapping
 from converters.checkpoint import StateDict, load_state_dict
 from converters.errors import ConversionError
-from converters.spec import ModelSpec, SpecError, as_backbone, name_of, spec_from_name
+from converters.spec import (
+    HIDDEN_FIELDS,
+    ModelSpec,
+    SpecError,
+    as_backbone,
+    name_of,
+    spec_from_name,
+    variants_like,
+)
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -142,9 +150,13 @@ def infer_spec(state: StateDict) -> ModelSpec:
             f"{state.source}: not an official-layout ConvNeXt state_dict: no {stem} "
             f"(found {sample})"
         )
-    convs = [stem] if isotropic else [stem, *(f"downsample_layers.{i}.1.weight" for i in (1, 2, 3))]
+    stem_convs = [stem] if isotropic else stem_conv_keys(tensors)
+    downsamples = [] if isotropic else [f"downsample_layers.{i}.1.weight" for i in (1, 2, 3)]
+    convs = [stem_convs[-1], *downsamples]  # each gives a stage's dims
     has_head = "head.weight" in tensors  # without: a feature extractor, num_classes=0
-    for key, rank in [*((c, 4) for c in convs), *([("head.weight", 2)] if has_head else [])]:
+    head_hidden = "pre_logits.0.weight" in tensors  # timm's MLP head
+    heads = [k for k in ("pre_logits.0.weight", "head.weight") if k in tensors]
+    for key, rank in [*((c, 4) for c in [stem, *convs]), *((h, 2) for h in heads)]:
         if key not in tensors:
             raise ConversionError(f"{state.source}: missing {key}")
         if tensors[key].ndim != rank:
@@ -169,10 +181,40 @@ def infer_spec(state: StateDict) -> ModelSpec:
             layer_scale_init_value=1e-6 if layer_scale else 0.0,
             use_grn=any(".grn." in key for key in tensors),
             out_indices=out_indices or (),
+            # RMSNorm or SimpleNorm (no bias; which one, the variant says: resolve_spec)
+            norm="layernorm" if isotropic or "downsample_layers.1.0.bias" in tensors else "rmsnorm",
+            stem="patchify" if isotropic else stem_kind(tensors, stem_convs),
+            head="norm_first"
+            if "norm_pre.weight" in tensors
+            else "mlp"
+            if head_hidden
+            else "linear",
+            head_hidden_size=int(tensors["pre_logits.0.weight"].shape[0]) if head_hidden else 0,
+            head_bias=not has_head or "head.bias" in tensors,
         )
     except SpecError as e:
         raise ConversionError(f"{state.source}: not a ConvNeXt this project builds ({e})") from None
     return spec
+
+
+def stem_conv_keys(tensors: Mapping[str, np.ndarray]) -> list[str]:
+    """The stem's convolutions: one (patchify) or two (timm's overlapping stems), the weights
+    with 4 axes among downsample_layers.0.* (the first whatever its shape: checked later)."""
+    pattern = re.compile(r"downsample_layers\.0\.(\d+)\.weight")
+    found = sorted((int(m.group(1)), k) for k in tensors if (m := pattern.fullmatch(k)))
+    return [k for index, k in found if index == 0 or tensors[k].ndim == 4]
+
+
+def stem_kind(tensors: Mapping[str, np.ndarray], convs: list[str]) -> str:
+    """Which stem the stem's convolutions make: a 4x4 patch conv, or two 3x3 convs at indices 0
+    and 1 ("overlap", or "overlap_tiered" when the first is narrower) or 0 and 2 (a GELU
+    between them: "overlap_act")."""
+    if len(convs) == 1:
+        return "patchify"
+    if convs[-1] == "downsample_layers.0.2.weight":
+        return "overlap_act"
+    first, second = (tensors[k].shape[0] for k in convs[:2])
+    return "overlap" if first == second else "overlap_tiered"
 
 
 def resolve_spec(
@@ -191,12 +233,7 @@ def resolve_spec(
             raise
         inferred = None  # `variant` given: the strict check names what differs
     if variant is None:
-        if name_of(inferred) is None:
-            raise ConversionError(
-                f"no known {inferred.family} variant has depths {inferred.depths} and dims "
-                f"{inferred.dims}; choose one with `variant` to see which tensors differ"
-            )
-        spec = inferred
+        spec = with_hidden_fields(inferred, state.source)
     else:
         try:
             spec = spec_from_name(variant)
@@ -209,6 +246,7 @@ def resolve_spec(
                 num_classes=0 if spec.kind == "backbone" else inferred.num_classes,
                 in_chans=inferred.in_chans,
                 layer_scale_init_value=inferred.layer_scale_init_value,
+                head_bias=inferred.head_bias if spec.kind == "classifier" else True,
             )
     if num_classes is not None:
         if spec.kind == "backbone" and num_classes:
@@ -216,6 +254,37 @@ def resolve_spec(
         if spec.kind != "backbone":
             spec = spec.replace(num_classes=num_classes)
     return spec
+
+
+def with_hidden_fields(inferred: ModelSpec, source: str) -> ModelSpec:
+    """The inferred spec with what its tensors cannot show (HIDDEN_FIELDS: RMSNorm or
+    SimpleNorm, the norms' eps) taken from the one variant its shapes name."""
+    if name_of(inferred) is not None:
+        return inferred
+    biased = inferred.norm == "layernorm"  # what the tensors do show of the norm
+    candidates = [
+        name
+        for name in variants_like(inferred, ignore=HIDDEN_FIELDS)
+        if (spec_from_name(name).norm == "layernorm") == biased
+    ]
+    if len(candidates) == 1:
+        variant = spec_from_name(candidates[0])
+        return inferred.replace(**{field: getattr(variant, field) for field in HIDDEN_FIELDS})
+    if candidates:
+        raise ConversionError(
+            f"{source}: the tensors fit {' and '.join(candidates)}, which differ only in what "
+            "no tensor shows (norm, eps); choose one with `variant`"
+        )
+    defaults = {"stem": "patchify", "head": "linear"}
+    extra = "".join(
+        f", {field} {getattr(inferred, field)}"
+        for field, default in defaults.items()
+        if getattr(inferred, field) != default
+    )
+    raise ConversionError(
+        f"no known {inferred.family} variant has depths {inferred.depths} and dims "
+        f"{inferred.dims}{extra}; choose one with `variant` to see which tensors differ"
+    )
 
 
 def backbone_outputs(tensors: Mapping[str, np.ndarray], isotropic: bool) -> tuple[int, ...] | None:

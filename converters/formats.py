@@ -22,8 +22,7 @@ from converters.spec import ModelSpec, name_of
 
 # official                            timm
 TIMM: tuple[tuple[str, str], ...] = (
-    ("downsample_layers.0.0.{p}",       "stem.0.{p}"),
-    ("downsample_layers.0.1.{p}",       "stem.1.{p}"),
+    ("downsample_layers.0.{k}.{p}",     "stem.{k}.{p}"),  # patch or overlapping stems
     ("downsample_layers.{i}.{k}.{p}",   "stages.{i}.downsample.{k}.{p}"),
     ("stages.{i}.{j}.dwconv.{p}",       "stages.{i}.blocks.{j}.conv_dw.{p}"),
     ("stages.{i}.{j}.norm.{p}",         "stages.{i}.blocks.{j}.norm.{p}"),
@@ -33,6 +32,8 @@ TIMM: tuple[tuple[str, str], ...] = (
     ("stages.{i}.{j}.grn.gamma",        "stages.{i}.blocks.{j}.mlp.grn.weight"),  # V2, (4C,)
     ("stages.{i}.{j}.grn.beta",         "stages.{i}.blocks.{j}.mlp.grn.bias"),
     ("norm.{p}",                        "head.norm.{p}"),
+    ("norm_pre.{p}",                    "norm_pre.{p}"),  # head_norm_first (tiny_hnf)
+    ("pre_logits.0.{p}",                "head.pre_logits.fc.{p}"),  # the MLP head (large_mlp)
     ("head.{p}",                        "head.fc.{p}"),
 )  # fmt: skip
 
@@ -116,10 +117,20 @@ class KeyLayout:
 
 
 # timm builds these variants with conv_mlp=True: 1x1-conv MLP weights of shape (out, in, 1, 1).
-TIMM_CONV_MLP_VARIANTS = tuple(
-    f"{family}_{size}"
-    for family in ("convnext", "convnextv2")
-    for size in ("atto", "femto", "pico", "nano")
+TIMM_CONV_MLP_VARIANTS = (
+    *(
+        f"{family}_{size}"
+        for family in ("convnext", "convnextv2")
+        for size in ("atto", "femto", "pico", "nano")
+    ),
+    "convnext_zepto_rms",
+    "convnext_zepto_rms_ols",
+    "convnext_atto_ols",
+    "convnext_atto_rms",
+    "convnext_femto_ols",
+    "convnext_pico_ols",
+    "convnext_nano_ols",
+    "convnext_tiny_hnf",
 )
 
 

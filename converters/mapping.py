@@ -33,12 +33,13 @@ TRANSPOSES: dict[str, tuple[int, ...]] = {
 # Which kind each PyTorch key is; the first full match wins.
 # PyTorch key (regex)                            kind
 KIND_RULES: tuple[tuple[str, str], ...] = (
-    (r"downsample_layers\.0\.0\.weight",          "conv"),       # stem 4x4 / 4
+    (r"downsample_layers\.0\.\d+\.weight",        "stem"),       # a conv or its norm: below
     (r"downsample_layers\.[1-3]\.1\.weight",      "conv"),       # downsample 2x2 / 2
     (r"stem\.weight",                            "conv"),       # isotropic stem 16x16 / 16
     (r"(stages\.\d+|blocks)\.\d+\.dwconv\.weight", "depthwise"),  # 7x7 depthwise
     (r"(stages\.\d+|blocks)\.\d+\.pwconv[12]\.weight", "dense"),  # pointwise as Linear
     (r"head\.weight",                            "dense"),      # classifier
+    (r"pre_logits\.0\.weight",                   "dense"),      # the "mlp" head's hidden layer
     (r"stages\.\d+\.\d+\.grn\.(gamma|beta)",        "grn"),        # ConvNeXt V2
     (r".*\.(bias|weight|gamma)",                 "vector"),     # norms, biases, layer scale
 )  # fmt: skip
@@ -50,31 +51,37 @@ def torch_key(keras_path: str) -> str:
     return ".".join([*layer_names, KERAS_TO_TORCH_NAME.get(variable, variable)])
 
 
-def tensor_kind(key: str) -> str:
-    """The kind of tensor a PyTorch key holds, which decides its transpose."""
+def tensor_kind(key: str, ndim: int | None = None) -> str:
+    """The kind of tensor a PyTorch key holds, which decides its transpose.
+
+    The one rule that needs the number of axes is the stem's: `downsample_layers.0.1.weight`
+    is the patch stem's norm but an overlapping stem's second conv, and `.2.weight` that norm
+    or (with a GELU at index 1) that conv. Its weights are a conv with 4 axes, a norm with 1."""
     for pattern, kind in KIND_RULES:
         if re.fullmatch(pattern, key):
+            if kind == "stem":
+                return "conv" if ndim in (None, 4) else "vector"
             return kind
     raise KeyError(f"no tensor-kind rule for {key}")
 
 
 def to_keras(key: str, value: np.ndarray) -> np.ndarray:
     """A PyTorch tensor in Keras' axis order. Raises ValueError on the wrong number of axes."""
-    axes = TRANSPOSES[tensor_kind(key)]
+    axes = TRANSPOSES[tensor_kind(key, value.ndim)]
     _check_rank(key, value, axes)
     return np.ascontiguousarray(value.transpose(axes))
 
 
 def to_torch(key: str, value: np.ndarray) -> np.ndarray:
     """A Keras variable in PyTorch's axis order: the inverse permutation of to_keras."""
-    axes = TRANSPOSES[tensor_kind(key)]
+    axes = TRANSPOSES[tensor_kind(key, value.ndim)]
     _check_rank(key, value, axes)
     return np.ascontiguousarray(value.transpose(np.argsort(axes)))
 
 
 def torch_shape(key: str, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The PyTorch shape of a Keras variable of `keras_shape` under `key`."""
-    axes = TRANSPOSES[tensor_kind(key)]
+    axes = TRANSPOSES[tensor_kind(key, len(keras_shape))]
     return tuple(int(keras_shape[a]) for a in np.argsort(axes))
 
 

@@ -93,7 +93,9 @@ def trace(model, x, call, pool) -> dict:
     """Every named intermediate output of a ConvNeXt of either framework, in the order they are
     computed, under the names of the PyTorch modules that produce them: `downsample_layers.0`
     (the stem), `stages.0.0`, `stages.0.1`, ... (after each block), then `norm` (pooled and
-    normalised) and `head` (logits) for a classifier, or `norm0`.. for a detection backbone;
+    normalised; `norm_pre` before pooling instead with a "norm_first" head), `pre_logits` (an
+    "mlp" head's hidden layer) and `head` (logits) for a classifier, or `norm0`.. for a
+    detection backbone;
     an isotropic model has `stem` and `blocks.0`... The first name at which two implementations
     differ says where one of them goes wrong.
 
@@ -113,7 +115,13 @@ def trace(model, x, call, pool) -> dict:
             if is_backbone(model) and i in model.out_indices:
                 points[f"norm{i}"] = call(getattr(model, f"norm{i}"), x)
     if not is_backbone(model):
-        x = points["norm"] = call(model.norm, pool(x))
+        if has_weights(getattr(model, "norm_pre", None)):  # the "norm_first" head
+            x = points["norm_pre"] = call(model.norm_pre, x)
+        x = pool(x)
+        if has_weights(model.norm):
+            x = points["norm"] = call(model.norm, x)
+        if has_weights(getattr(model, "pre_logits", None)):  # the "mlp" head's hidden layer
+            x = points["pre_logits"] = call(model.pre_logits, x)
         if has_head(model):
             points["head"] = call(model.head, x)
     return points
@@ -121,8 +129,16 @@ def trace(model, x, call, pool) -> dict:
 
 def has_head(model) -> bool:
     """A classifier head rather than the identity of a model built with num_classes=0."""
-    head = model.head
-    return bool(head.weights if isinstance(head, keras.layers.Layer) else list(head.parameters()))
+    return has_weights(model.head)
+
+
+def has_weights(layer) -> bool:
+    """Whether a layer of either framework (or None) holds weights: not an Identity."""
+    if layer is None:
+        return False
+    return bool(
+        layer.weights if isinstance(layer, keras.layers.Layer) else list(layer.parameters())
+    )
 
 
 def layers_of(sequential) -> list:

@@ -24,28 +24,39 @@ class SpecError(ValueError):
     """A model description that names no variant or no buildable model; one line."""
 
 
-# Variants of the paper (tiny..xlarge) and timm's small ones (atto..nano), and ConvNeXt V2
-# (Woo et al. 2023: GRN, no layer scale; see FAMILY_DEFAULTS). Parameter counts are for 1000
-# classes and 3 input channels.
-# name                  depths           dims                         parameters
+# Variants of the paper (tiny..xlarge), timm's (zepto..nano, xxlarge and the timm originals
+# whose architecture differs: VARIANT_OPTIONS), and ConvNeXt V2 (Woo et al. 2023: GRN, no layer
+# scale; see FAMILY_DEFAULTS). Parameter counts are for 1000 classes and 3 input channels; for
+# timm's names they are timm's own (timm 1.0.31, `make test-peers` compares them).
+# name                      depths            dims                        parameters
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "convnext_atto":     ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,695,520
-    "convnext_femto":    ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,217,784
-    "convnext_pico":     ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,045,672
-    "convnext_nano":     ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,593,560
-    "convnext_tiny":     ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,589,128
-    "convnext_small":    ((3, 3, 27, 3),  (96, 192, 384, 768)),     #  50,223,688
-    "convnext_base":     ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,591,464
-    "convnext_large":    ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,767,336
-    "convnext_xlarge":   ((3, 3, 27, 3),  (256, 512, 1024, 2048)),  # 350,196,968
-    "convnextv2_atto":   ((2, 2, 6, 2),   (40, 80, 160, 320)),      #   3,708,400
-    "convnextv2_femto":  ((2, 2, 6, 2),   (48, 96, 192, 384)),      #   5,233,240
-    "convnextv2_pico":   ((2, 2, 6, 2),   (64, 128, 256, 512)),     #   9,066,280
-    "convnextv2_nano":   ((2, 2, 8, 2),   (80, 160, 320, 640)),     #  15,623,800
-    "convnextv2_tiny":   ((3, 3, 9, 3),   (96, 192, 384, 768)),     #  28,635,496
-    "convnextv2_base":   ((3, 3, 27, 3),  (128, 256, 512, 1024)),   #  88,717,800
-    "convnextv2_large":  ((3, 3, 27, 3),  (192, 384, 768, 1536)),   # 197,956,840
-    "convnextv2_huge":   ((3, 3, 27, 3),  (352, 704, 1408, 2816)),  # 660,289,640
+    "convnext_zepto_rms":     ((2, 2, 4, 2),    (32, 64, 128, 256)),        #   2,155,656
+    "convnext_zepto_rms_ols": ((2, 2, 4, 2),    (32, 64, 128, 256)),        #   2,164,232
+    "convnext_atto":          ((2, 2, 6, 2),    (40, 80, 160, 320)),        #   3,695,520
+    "convnext_atto_ols":      ((2, 2, 6, 2),    (40, 80, 160, 320)),        #   3,702,912
+    "convnext_atto_rms":      ((2, 2, 6, 2),    (40, 80, 160, 320)),        #   3,693,040
+    "convnext_femto":         ((2, 2, 6, 2),    (48, 96, 192, 384)),        #   5,217,784
+    "convnext_femto_ols":     ((2, 2, 6, 2),    (48, 96, 192, 384)),        #   5,226,520
+    "convnext_pico":          ((2, 2, 6, 2),    (64, 128, 256, 512)),       #   9,045,672
+    "convnext_pico_ols":      ((2, 2, 6, 2),    (64, 128, 256, 512)),       #   9,061,928
+    "convnext_nano":          ((2, 2, 8, 2),    (80, 160, 320, 640)),       #  15,593,560
+    "convnext_nano_ols":      ((2, 2, 8, 2),    (80, 160, 320, 640)),       #  15,649,560
+    "convnext_tiny":          ((3, 3, 9, 3),    (96, 192, 384, 768)),       #  28,589,128
+    "convnext_tiny_hnf":      ((3, 3, 9, 3),    (96, 192, 384, 768)),       #  28,589,128
+    "convnext_small":         ((3, 3, 27, 3),   (96, 192, 384, 768)),       #  50,223,688
+    "convnext_base":          ((3, 3, 27, 3),   (128, 256, 512, 1024)),     #  88,591,464
+    "convnext_large":         ((3, 3, 27, 3),   (192, 384, 768, 1536)),     # 197,767,336
+    "convnext_large_mlp":     ((3, 3, 27, 3),   (192, 384, 768, 1536)),     # 200,128,168
+    "convnext_xlarge":        ((3, 3, 27, 3),   (256, 512, 1024, 2048)),    # 350,196,968
+    "convnext_xxlarge":       ((3, 4, 30, 3),   (384, 768, 1536, 3072)),    # 846,471,016
+    "convnextv2_atto":        ((2, 2, 6, 2),    (40, 80, 160, 320)),        #   3,708,400
+    "convnextv2_femto":       ((2, 2, 6, 2),    (48, 96, 192, 384)),        #   5,233,240
+    "convnextv2_pico":        ((2, 2, 6, 2),    (64, 128, 256, 512)),       #   9,066,280
+    "convnextv2_nano":        ((2, 2, 8, 2),    (80, 160, 320, 640)),       #  15,623,800
+    "convnextv2_tiny":        ((3, 3, 9, 3),    (96, 192, 384, 768)),       #  28,635,496
+    "convnextv2_base":        ((3, 3, 27, 3),   (128, 256, 512, 1024)),     #  88,717,800
+    "convnextv2_large":       ((3, 3, 27, 3),   (192, 384, 768, 1536)),     # 197,956,840
+    "convnextv2_huge":        ((3, 3, 27, 3),   (352, 704, 1408, 2816)),    # 660,289,640
 }  # fmt: skip
 
 # The isotropic models of the paper. The released small and base have no layer scale, large has.
@@ -56,6 +67,25 @@ ISOTROPIC_VARIANTS: dict[str, tuple[int, int, float]] = {
     "convnext_isotropic_large":  (36,   1024, 1e-6),    # 305,942,504
 }  # fmt: skip
 
+# timm's originals: what each changes beyond depths and dims (read from timm's
+# models/convnext.py). "simplenorm" is x / sqrt(unbiased variance + eps), without centring or
+# bias; "rmsnorm" x / sqrt(mean(x^2) + eps), without bias. The overlapping stems are two 3x3
+# stride-2 convs (the first to half the width, rounded to 8, when "tiered"; a GELU between them
+# with "act"). "norm_first" normalises the last feature map before pooling; "mlp" puts a Linear
+# and a GELU between the final norm and the classifier.
+VARIANT_OPTIONS: dict[str, dict] = {
+    "convnext_zepto_rms":     {"norm": "simplenorm"},
+    "convnext_zepto_rms_ols": {"norm": "simplenorm", "stem": "overlap_act"},
+    "convnext_atto_ols":      {"stem": "overlap_tiered"},
+    "convnext_atto_rms":      {"norm": "rmsnorm"},
+    "convnext_femto_ols":     {"stem": "overlap_tiered"},
+    "convnext_pico_ols":      {"stem": "overlap_tiered"},
+    "convnext_nano_ols":      {"stem": "overlap"},
+    "convnext_tiny_hnf":      {"head": "norm_first"},
+    "convnext_large_mlp":     {"head": "mlp", "head_hidden_size": 1536},
+    "convnext_xxlarge":       {"norm_eps": 1e-5},
+}  # fmt: skip
+
 # What a family changes beyond depths and dims (the prefix of the variant name).
 FAMILY_DEFAULTS: dict[str, dict] = {
     "convnext": {},
@@ -63,12 +93,13 @@ FAMILY_DEFAULTS: dict[str, dict] = {
 }
 
 KINDS = ("classifier", "backbone", "isotropic")
-# The architecture options a spec can name. One value each today; timm's RMSNorm, overlapping
-# stems and MLP heads (the variants issue) become more values here and code in both models.
-NORMS = ("layernorm",)
-NORM_EPS = (1e-6,)
-STEMS = ("patchify",)
-HEADS = ("linear",)
+# The architecture options a spec can name (see VARIANT_OPTIONS for what each is).
+NORMS = ("layernorm", "rmsnorm", "simplenorm")
+STEMS = ("patchify", "overlap", "overlap_tiered", "overlap_act")
+HEADS = ("linear", "norm_first", "mlp")
+# Fields a checkpoint's tensors do not show: RMSNorm and SimpleNorm have the same one weight,
+# and no tensor holds an eps. Reading a checkpoint takes them from the variant its shapes name.
+HIDDEN_FIELDS = ("norm", "norm_eps")
 
 
 @dataclass(frozen=True)
@@ -90,10 +121,12 @@ class ModelSpec:
     out_indices: tuple[int, ...] = ()  # backbone only: the stages it returns
     drop_path_rate: float = 0.0  # training only: no tensor depends on it
     head_init_scale: float = 1.0  # initialisation only
-    norm: str = "layernorm"
-    norm_eps: float = 1e-6  # every LayerNorm, the final one included
-    stem: str = "patchify"  # a k x k, stride k convolution (k = 4, or 16 isotropic)
-    head: str = "linear"
+    norm: str = "layernorm"  # every norm: layernorm, rmsnorm or simplenorm (NORMS)
+    norm_eps: float = 1e-6  # every norm's eps, the final one included (GRN's is its own)
+    stem: str = "patchify"  # a 4 x 4, stride 4 conv (16 isotropic), or an overlapping one
+    head: str = "linear"  # pool, norm, Linear; "norm_first": norm, pool, Linear; "mlp"
+    head_hidden_size: int = 0  # the hidden Linear's width of the "mlp" head
+    head_bias: bool = True  # the classifier's bias; OpenCLIP's projections have none
 
     def __post_init__(self) -> None:
         for name in ("depths", "dims", "out_indices"):  # from JSON or a Keras config: lists
@@ -124,15 +157,26 @@ class ModelSpec:
             raise SpecError(f"out_indices belong to a backbone, not to a {self.kind}")
         if self.kind == "isotropic" and self.use_grn:
             raise SpecError("the isotropic ConvNeXt has no GRN form")
-        for field, allowed in (
-            ("norm", NORMS),
-            ("norm_eps", NORM_EPS),
-            ("stem", STEMS),
-            ("head", HEADS),
-        ):
+        for field, allowed in (("norm", NORMS), ("stem", STEMS), ("head", HEADS)):
             if getattr(self, field) not in allowed:
                 shown = ", ".join(map(repr, allowed))
-                raise SpecError(f"{field}={getattr(self, field)!r} is not built yet ({shown})")
+                raise SpecError(f"{field} must be one of {shown}, not {getattr(self, field)!r}")
+        if not 0 < self.norm_eps < 1:
+            raise SpecError(f"norm_eps must be between 0 and 1, not {self.norm_eps}")
+        if (self.head == "mlp") != (self.head_hidden_size > 0):
+            raise SpecError(
+                f"head_hidden_size is the width of the 'mlp' head (more than 0) and 0 "
+                f"otherwise: head={self.head!r}, head_hidden_size={self.head_hidden_size}"
+            )
+        head_options = (self.head, self.head_hidden_size, self.head_bias)
+        if self.kind != "classifier" and head_options != ("linear", 0, True):
+            raise SpecError(f"a {self.kind} has no head to change: head options {head_options}")
+        if self.kind == "isotropic" and (self.norm, self.norm_eps, self.stem) != (
+            "layernorm",
+            1e-6,
+            "patchify",
+        ):
+            raise SpecError("the isotropic ConvNeXt has LayerNorm (eps 1e-6) and a patch stem")
 
     @property
     def family(self) -> str:
@@ -180,6 +224,9 @@ class ModelSpec:
                 "layer_scale_init_value": self.layer_scale_init_value,
                 "use_grn": self.use_grn,
                 "out_indices": self.out_indices,
+                "norm": self.norm,
+                "norm_eps": self.norm_eps,
+                "stem": self.stem,
             }
         return {
             "in_chans": self.in_chans,
@@ -190,6 +237,12 @@ class ModelSpec:
             "layer_scale_init_value": self.layer_scale_init_value,
             "head_init_scale": self.head_init_scale,
             "use_grn": self.use_grn,
+            "norm": self.norm,
+            "norm_eps": self.norm_eps,
+            "stem": self.stem,
+            "head": self.head,
+            "head_hidden_size": self.head_hidden_size,
+            "head_bias": self.head_bias,
         }
 
 
@@ -212,8 +265,8 @@ def names() -> list[str]:
 
 
 def family_of(name: str) -> str:
-    """The family of a hierarchical variant name: the part before the size."""
-    return name.rsplit("_", 1)[0]
+    """The family of a hierarchical variant name: convnext or convnextv2."""
+    return name.split("_", 1)[0]
 
 
 def spec_from_name(name: str, **overrides) -> ModelSpec:
@@ -228,7 +281,8 @@ def spec_from_name(name: str, **overrides) -> ModelSpec:
         )
     elif name in VARIANTS:
         depths, dims = VARIANTS[name]
-        spec = ModelSpec(depths=depths, dims=dims, **FAMILY_DEFAULTS[family_of(name)])
+        options = {**FAMILY_DEFAULTS[family_of(name)], **VARIANT_OPTIONS.get(name, {})}
+        spec = ModelSpec(depths=depths, dims=dims, **options)
     else:
         raise SpecError(unknown_variant(name))
     return spec.replace(**overrides)
@@ -253,21 +307,41 @@ def as_backbone(spec: ModelSpec, out_indices: Iterable[int] = (0, 1, 2, 3)) -> M
     if spec.kind == "isotropic":
         raise SpecError(f"{name_of(spec) or 'an isotropic model'} has no backbone form")
     return spec.replace(
-        kind="backbone", num_classes=0, head_init_scale=1.0, out_indices=tuple(out_indices)
+        kind="backbone",
+        num_classes=0,
+        head_init_scale=1.0,
+        out_indices=tuple(out_indices),
+        head="linear",
+        head_hidden_size=0,
+        head_bias=True,
     )
 
 
+# The fields that make a variant what it is; classes, channels, layer scale, the head's bias
+# and the training-only fields may differ from the variant's.
+ARCHITECTURE = ("depths", "dims", "norm", "norm_eps", "stem", "head", "head_hidden_size")
+
+
 def name_of(spec: ModelSpec) -> str | None:
-    """The variant with the spec's family, depths and dims (classes, channels and layer scale
-    may differ), or None."""
-    if spec.kind == "isotropic":
-        table = {n: ((d,), (c,)) for n, (d, c, _) in ISOTROPIC_VARIANTS.items()}
-    else:
-        table = {n: shape for n, shape in VARIANTS.items() if family_of(n) == spec.family}
-    for name, (depths, dims) in table.items():
-        if (tuple(depths), tuple(dims)) == (spec.depths, spec.dims):
-            return name
-    return None
+    """The variant with the spec's family and architecture (ARCHITECTURE), or None. A backbone
+    is named after its classifier, whatever its head was."""
+    return next(iter(variants_like(spec)), None)
+
+
+def variants_like(spec: ModelSpec, ignore: Iterable[str] = ()) -> list[str]:
+    """The variants of the spec's family whose architecture equals the spec's, except for the
+    fields in `ignore` (HIDDEN_FIELDS: what a checkpoint's tensors do not tell)."""
+    fields = [f for f in ARCHITECTURE if f not in ignore]
+    if spec.kind == "backbone":
+        fields = [f for f in fields if not f.startswith("head")]
+    found = []
+    for name in names():
+        variant = spec_from_name(name)
+        if variant.family == spec.family and all(
+            getattr(variant, f) == getattr(spec, f) for f in fields
+        ):
+            found.append(name)
+    return found
 
 
 def changes_from_variant(spec: ModelSpec) -> dict:
@@ -287,25 +361,50 @@ def changes_from_variant(spec: ModelSpec) -> dict:
 def parameter_count(spec: ModelSpec) -> int:
     """The number of parameters a model of this spec has, from the shapes alone."""
 
+    def norm(d: int) -> int:
+        return 2 * d if spec.norm == "layernorm" else d  # RMSNorm, SimpleNorm: no bias
+
+    def conv(c_in: int, c_out: int, k: int) -> int:
+        return c_in * c_out * k * k + c_out
+
     def block(d: int) -> int:
         dwconv = 7 * 7 * d + d
-        norm = 2 * d
         mlp = (d * 4 * d + 4 * d) + (4 * d * d + d)
         gamma = d if spec.has_layer_scale else 0
         grn = 2 * 4 * d if spec.use_grn else 0
-        return dwconv + norm + mlp + gamma + grn
+        return dwconv + norm(d) + mlp + gamma + grn
 
     def head(d: int) -> int:
-        return 2 * d + (d * spec.num_classes + spec.num_classes if spec.num_classes else 0)
+        count = norm(d)
+        if spec.head == "mlp":
+            count += d * spec.head_hidden_size + spec.head_hidden_size
+            d = spec.head_hidden_size
+        if spec.num_classes:
+            count += d * spec.num_classes + (spec.num_classes if spec.head_bias else 0)
+        return count
 
     dims, depths = spec.dims, spec.depths
     if spec.kind == "isotropic":
-        stem = spec.in_chans * dims[0] * 16 * 16 + dims[0]
+        stem = conv(spec.in_chans, dims[0], 16)
         return stem + depths[0] * block(dims[0]) + head(dims[0])
-    count = spec.in_chans * dims[0] * 4 * 4 + dims[0] + 2 * dims[0]  # stem conv + its norm
+    if spec.stem == "patchify":
+        count = conv(spec.in_chans, dims[0], 4) + norm(dims[0])
+    else:  # two 3x3 convs, then the norm
+        width = stem_width(spec.stem, dims[0])
+        count = conv(spec.in_chans, width, 3) + conv(width, dims[0], 3) + norm(dims[0])
     for i in range(1, 4):  # downsample: norm, then a 2x2 conv
-        count += 2 * dims[i - 1] + dims[i - 1] * dims[i] * 2 * 2 + dims[i]
+        count += norm(dims[i - 1]) + conv(dims[i - 1], dims[i], 2)
     count += sum(depth * block(d) for depth, d in zip(depths, dims, strict=True))
     if spec.kind == "backbone":
-        return count + sum(2 * dims[i] for i in spec.out_indices)
+        return count + sum(norm(dims[i]) for i in spec.out_indices)
     return count + head(dims[-1])
+
+
+def stem_width(stem: str, dim: int) -> int:
+    """The channels between an overlapping stem's two convs: `dim`, or half of it rounded to a
+    multiple of 8 (never more than 10% down) for "overlap_tiered", as timm's make_divisible."""
+    if stem != "overlap_tiered":
+        return dim
+    half = dim // 2
+    width = max(8, int(half + 4) // 8 * 8)
+    return width + 8 if width < 0.9 * half else width

@@ -16,6 +16,8 @@ Differences from the twin file (convnext_torch/model.py):
   (keras.ops.gelu) or only float32-accurate in float64 (TF's exact gelu).
 - Padding: stem and downsample convs use padding="valid", which floors odd sizes like PyTorch.
   padding="same" would pad the bottom/right and change every size that is not a multiple of 32.
+  The overlapping stems' padding=1 (Conv2d's argument in PyTorch) is a ZeroPadding2D layer here,
+  named after its conv ("0_pad"); at stride 2 "same" would pad the bottom/right only.
 - Defaults set explicitly because Keras' differ: LayerNorm eps 1e-6 (Keras: 1e-3), truncated
   normal std 0.02. Keras' TruncatedNormal cuts at 2 std; PyTorch's trunc_normal_ cuts at +-2
   absolute (100 std). Either is a fine initialisation; checkpoints are what must match.
@@ -33,7 +35,7 @@ import math
 import keras
 from keras import layers, ops
 
-from converters.spec import ModelSpec, as_backbone, resolve
+from converters.spec import ModelSpec, as_backbone, resolve, stem_width
 
 SQRT_HALF = 1 / math.sqrt(2)  # a Python float: stays float64 in float64 models
 
@@ -50,6 +52,20 @@ def sequential(sublayers: list, name: str, dtype) -> keras.Sequential:
     model = keras.Sequential(sublayers, name=name)
     model.dtype_policy = dtype
     return model
+
+
+def conv(filters: int, kernel_size: int, strides: int, **kwargs) -> layers.Conv2D:
+    """A Conv2D with PyTorch's defaults: padding="valid", which floors odd sizes like PyTorch
+    ("same" would pad and diverge), and the official initialisation. Keras-only: PyTorch spells
+    nn.Conv2d out in place; kwargs are the layer's name and dtype."""
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="valid",
+        kernel_initializer=trunc_normal(),
+        **kwargs,
+    )
 
 
 def drop_path(x, drop_prob: float = 0.0, training: bool = False, seed=None):
@@ -117,6 +133,74 @@ class LayerNorm(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
+class RMSNorm(layers.Layer):
+    """RMSNorm over the channel dimension (timm's RmsNorm / RmsNorm2d): x / sqrt(mean(x^2) +
+    eps), then a per-channel weight. No centring and no bias.
+
+    Args:
+        normalized_shape (int): Number of channels C.
+        eps (float): Added to the mean square. Default: 1e-6
+    """
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.normalized_shape = normalized_shape
+        self.eps = eps
+
+    def build(self, input_shape) -> None:
+        self.weight = self.add_weight(
+            shape=(self.normalized_shape,), initializer="ones", name="weight"
+        )
+
+    def call(self, x):
+        # C is the last axis in every Keras layout: no channels_first form
+        x = x / ops.sqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.eps)
+        return self.weight * x
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "normalized_shape": self.normalized_shape, "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="convnext_tf")
+class SimpleNorm(layers.Layer):
+    """SimpleNorm over the channel dimension (timm's SimpleNorm / SimpleNorm2d): x / sqrt(var +
+    eps) with the unbiased variance (divided by C - 1, as torch.var), then a per-channel
+    weight. The variance is taken around the mean, but x itself is not centred; no bias.
+
+    Args:
+        normalized_shape (int): Number of channels C.
+        eps (float): Added to the variance. Default: 1e-6
+    """
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.normalized_shape = normalized_shape
+        self.eps = eps
+
+    def build(self, input_shape) -> None:
+        self.weight = self.add_weight(
+            shape=(self.normalized_shape,), initializer="ones", name="weight"
+        )
+
+    def call(self, x):
+        # C is the last axis in every Keras layout: no channels_first form
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        var = ops.sum(ops.square(x - mean), axis=-1, keepdims=True) / (x.shape[-1] - 1)
+        x = x / ops.sqrt(var + self.eps)
+        return self.weight * x
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "normalized_shape": self.normalized_shape, "eps": self.eps}
+
+
+def norm_layer(norm: str, dim: int, eps: float = 1e-6, **kwargs) -> layers.Layer:
+    """The spec's norm ("layernorm", "rmsnorm" or "simplenorm") over `dim` channels; kwargs
+    are the layer's name and dtype."""
+    norm_class = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "simplenorm": SimpleNorm}[norm]
+    return norm_class(dim, eps=eps, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="convnext_tf")
 class GELU(layers.Layer):
     """Exact GELU, 0.5 x (1 + erf(x / sqrt(2))), the same function as PyTorch's nn.GELU().
 
@@ -167,6 +251,8 @@ class Block(layers.Layer):
             layer scale. Default: 1e-6
         use_grn (bool): Global Response Normalization after GELU, as in ConvNeXt V2.
             Default: False
+        norm (str): "layernorm", "rmsnorm" or "simplenorm". Default: "layernorm"
+        norm_eps (float): The norm's eps. Default: 1e-6
     """
 
     def __init__(
@@ -175,6 +261,8 @@ class Block(layers.Layer):
         drop_path: float = 0.0,
         layer_scale_init_value: float = 1e-6,
         use_grn: bool = False,
+        norm: str = "layernorm",
+        norm_eps: float = 1e-6,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -182,6 +270,8 @@ class Block(layers.Layer):
         self.drop_path_rate = drop_path
         self.layer_scale_init_value = layer_scale_init_value
         self.use_grn = use_grn
+        self.norm_kind = norm  # Keras-only: `self.norm` is the layer
+        self.norm_eps = norm_eps
         self.dwconv = layers.DepthwiseConv2D(  # "same" at stride 1 and 7x7 pads 3 on every side
             7,
             padding="same",
@@ -189,7 +279,7 @@ class Block(layers.Layer):
             name="dwconv",
             dtype=self.dtype_policy,
         )
-        self.norm = LayerNorm(dim, eps=1e-6, name="norm", dtype=self.dtype_policy)
+        self.norm = norm_layer(norm, dim, norm_eps, name="norm", dtype=self.dtype_policy)
         self.pwconv1 = layers.Dense(
             4 * dim, kernel_initializer=trunc_normal(), name="pwconv1", dtype=self.dtype_policy
         )
@@ -235,13 +325,16 @@ class Block(layers.Layer):
             "drop_path": self.drop_path_rate,
             "layer_scale_init_value": self.layer_scale_init_value,
             "use_grn": self.use_grn,
+            "norm": self.norm_kind,
+            "norm_eps": self.norm_eps,
         }
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
 class ConvNeXt(keras.Model):
     """ConvNeXt: a 4x4 patch stem, four stages of blocks with 2x2 downsampling between them,
-    global average pooling, LayerNorm and a linear classifier.
+    global average pooling, LayerNorm and a linear classifier. timm's originals change the norm,
+    the stem or the head (converters.spec.VARIANT_OPTIONS).
 
     Args:
         in_chans (int): Number of input image channels. Default: 3
@@ -256,6 +349,15 @@ class ConvNeXt(keras.Model):
         head_init_scale (float): Factor applied to the initial head weights and bias. Default: 1.0
         use_grn (bool): Global Response Normalization in every block (ConvNeXt V2, which also
             has no layer scale). Default: False
+        norm (str): Every norm: "layernorm", "rmsnorm" or "simplenorm". Default: "layernorm"
+        norm_eps (float): Every norm's eps. Default: 1e-6
+        stem (str): "patchify" (4x4 conv, stride 4), or timm's overlapping stems of two 3x3
+            stride-2 convs: "overlap", "overlap_tiered" (half width between them),
+            "overlap_act" (a GELU between them). Default: "patchify"
+        head (str): "linear" (pool, norm, Linear), "norm_first" (norm, pool, Linear) or "mlp"
+            (pool, norm, Linear, GELU, Linear). Default: "linear"
+        head_hidden_size (int): Width of the "mlp" head's hidden Linear. Default: 0
+        head_bias (bool): Whether the classifier has a bias. Default: True
     """
 
     def __init__(
@@ -268,6 +370,12 @@ class ConvNeXt(keras.Model):
         layer_scale_init_value: float = 1e-6,
         head_init_scale: float = 1.0,
         use_grn: bool = False,
+        norm: str = "layernorm",
+        norm_eps: float = 1e-6,
+        stem: str = "patchify",
+        head: str = "linear",
+        head_hidden_size: int = 0,
+        head_bias: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -279,39 +387,40 @@ class ConvNeXt(keras.Model):
         self.layer_scale_init_value = layer_scale_init_value
         self.head_init_scale = head_init_scale
         self.use_grn = use_grn
+        self.norm_kind = norm  # Keras-only: `self.norm` and `self.head` are layers
+        self.norm_eps = norm_eps
+        self.stem_kind = stem
+        self.head_kind = head
+        self.head_hidden_size = head_hidden_size
+        self.head_bias = head_bias
         self.downsample_layers = []  # the stem, then 3 downsampling layers
+        if stem == "patchify":
+            stem_layers = [conv(dims[0], 4, 4, name="0", dtype=self.dtype_policy)]  # floors
+        else:  # timm's overlapping stems: two 3x3 stride-2 convs, padding 1
+            width = stem_width(stem, dims[0])
+            last = "2" if stem == "overlap_act" else "1"  # the PyTorch Sequential's indices
+            stem_layers = [
+                layers.ZeroPadding2D(1, name="0_pad", dtype=self.dtype_policy),
+                conv(width, 3, 2, name="0", dtype=self.dtype_policy),
+                *([GELU(name="1", dtype=self.dtype_policy)] if stem == "overlap_act" else []),
+                layers.ZeroPadding2D(1, name=f"{last}_pad", dtype=self.dtype_policy),
+                conv(dims[0], 3, 2, name=last, dtype=self.dtype_policy),
+            ]
+        norm_index = 1 if stem == "patchify" else int(last) + 1  # after the convs (and GELU)
+        # "channels_first" in PyTorch; C is last here
+        stem_norm = norm_layer(
+            norm, dims[0], norm_eps, name=str(norm_index), dtype=self.dtype_policy
+        )
         stem = sequential(
-            [
-                layers.Conv2D(  # "valid": floors like PyTorch
-                    dims[0],
-                    4,
-                    strides=4,
-                    padding="valid",
-                    kernel_initializer=trunc_normal(),
-                    name="0",
-                    dtype=self.dtype_policy,
-                ),
-                # "channels_first" in PyTorch; C is last here
-                LayerNorm(dims[0], eps=1e-6, name="1", dtype=self.dtype_policy),
-            ],
-            name="downsample_layers.0",
-            dtype=self.dtype_policy,
+            [*stem_layers, stem_norm], name="downsample_layers.0", dtype=self.dtype_policy
         )
         self.downsample_layers.append(stem)
         for i in range(3):
             downsample_layer = sequential(
                 [
                     # "channels_first" in PyTorch; C is last here
-                    LayerNorm(dims[i], eps=1e-6, name="0", dtype=self.dtype_policy),
-                    layers.Conv2D(  # "valid": floors like PyTorch
-                        dims[i + 1],
-                        2,
-                        strides=2,
-                        padding="valid",
-                        kernel_initializer=trunc_normal(),
-                        name="1",
-                        dtype=self.dtype_policy,
-                    ),
+                    norm_layer(norm, dims[i], norm_eps, name="0", dtype=self.dtype_policy),
+                    conv(dims[i + 1], 2, 2, name="1", dtype=self.dtype_policy),  # floors
                 ],
                 name=f"downsample_layers.{i + 1}",
                 dtype=self.dtype_policy,
@@ -330,6 +439,8 @@ class ConvNeXt(keras.Model):
                         dp_rates[cur + j],
                         layer_scale_init_value,
                         use_grn,
+                        norm,
+                        norm_eps,
                         name=str(j),
                         dtype=self.dtype_policy,
                     )
@@ -341,11 +452,40 @@ class ConvNeXt(keras.Model):
             self.stages.append(stage)
             cur += depths[i]
 
-        # after pooling
-        self.norm = LayerNorm(dims[-1], eps=1e-6, name="norm", dtype=self.dtype_policy)
+        # The final norm: on the feature map before pooling ("norm_first", timm's norm_pre), or
+        # on the pooled features (the paper's), where the other one is an Identity.
+        norm_first = head == "norm_first"
+        self.norm_pre = (
+            norm_layer(norm, dims[-1], norm_eps, name="norm_pre", dtype=self.dtype_policy)
+            if norm_first
+            else layers.Identity(name="norm_pre", dtype=self.dtype_policy)
+        )
+        self.norm = (
+            layers.Identity(name="norm", dtype=self.dtype_policy)
+            if norm_first
+            else norm_layer(norm, dims[-1], norm_eps, name="norm", dtype=self.dtype_policy)
+        )
+        self.pre_logits = (  # the "mlp" head's hidden layer
+            sequential(
+                [
+                    layers.Dense(
+                        head_hidden_size,
+                        kernel_initializer=trunc_normal(),
+                        name="0",
+                        dtype=self.dtype_policy,
+                    ),
+                    GELU(name="1", dtype=self.dtype_policy),
+                ],
+                name="pre_logits",
+                dtype=self.dtype_policy,
+            )
+            if head == "mlp"
+            else layers.Identity(name="pre_logits", dtype=self.dtype_policy)
+        )
         self.head = (
             layers.Dense(
                 num_classes,
+                use_bias=head_bias,
                 kernel_initializer=trunc_normal(0.02 * head_init_scale),
                 bias_initializer="zeros",  # zero times head_init_scale
                 name="head",
@@ -357,8 +497,8 @@ class ConvNeXt(keras.Model):
 
     def build(self, input_shape) -> None:
         # Keras creates weights from input shapes: one symbolic pass builds every layer.
-        self.forward_features(keras.KerasTensor(input_shape, dtype=self.compute_dtype))
-        self.head.build((input_shape[0], self.dims[-1]))
+        features = self.forward_features(keras.KerasTensor(input_shape, dtype=self.compute_dtype))
+        self.head.build(self.pre_logits(features).shape)
 
     def forward_stages(self, x, training=None) -> list:
         """The output of each of the four stages, (N, H_i, W_i, C_i): for detection backbones
@@ -371,11 +511,19 @@ class ConvNeXt(keras.Model):
         return outputs
 
     def forward_features(self, x, training=None):
-        x = self.forward_stages(x, training=training)[-1]
+        x = self.norm_pre(self.forward_stages(x, training=training)[-1])
         return self.norm(ops.mean(x, axis=(1, 2)))  # global average pool: (N, H, W, C) -> (N, C)
+
+    def forward_patch_features(self, x, training=None):
+        """The final norm applied to every position of the last feature map, (N, H * W, C) in
+        row-major order: DINOv3's patch tokens (x_norm_patchtokens)."""
+        x = self.norm_pre(self.forward_stages(x, training=training)[-1])
+        x = ops.reshape(x, (ops.shape(x)[0], -1, x.shape[-1]))  # (N, H, W, C) -> (N, H * W, C)
+        return self.norm(x)
 
     def call(self, x, training=None):
         x = self.forward_features(x, training=training)
+        x = self.pre_logits(x)
         return self.head(x)
 
     def get_config(self) -> dict:
@@ -389,6 +537,12 @@ class ConvNeXt(keras.Model):
             "layer_scale_init_value": self.layer_scale_init_value,
             "head_init_scale": self.head_init_scale,
             "use_grn": self.use_grn,
+            "norm": self.norm_kind,
+            "norm_eps": self.norm_eps,
+            "stem": self.stem_kind,
+            "head": self.head_kind,
+            "head_hidden_size": self.head_hidden_size,
+            "head_bias": self.head_bias,
         }
 
 
@@ -409,6 +563,9 @@ class ConvNeXtBackbone(keras.Model):
             Default: 1e-6
         use_grn (bool): Global Response Normalization in every block (ConvNeXt V2). Default: False
         out_indices (tuple[int, ...]): The stages whose outputs are returned. Default: (0, 1, 2, 3)
+        norm (str): Every norm: "layernorm", "rmsnorm" or "simplenorm". Default: "layernorm"
+        norm_eps (float): Every norm's eps. Default: 1e-6
+        stem (str): "patchify" or an overlapping stem, as in ConvNeXt. Default: "patchify"
     """
 
     def __init__(
@@ -420,6 +577,9 @@ class ConvNeXtBackbone(keras.Model):
         layer_scale_init_value: float = 1e-6,
         use_grn: bool = False,
         out_indices: tuple[int, ...] = (0, 1, 2, 3),
+        norm: str = "layernorm",
+        norm_eps: float = 1e-6,
+        stem: str = "patchify",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -429,6 +589,9 @@ class ConvNeXtBackbone(keras.Model):
         self.drop_path_rate = drop_path_rate
         self.layer_scale_init_value = layer_scale_init_value
         self.use_grn = use_grn
+        self.norm_kind = norm  # Keras-only: named like ConvNeXt's
+        self.norm_eps = norm_eps
+        self.stem_kind = stem
         trunk = ConvNeXt(
             in_chans=in_chans,
             num_classes=0,
@@ -437,6 +600,9 @@ class ConvNeXtBackbone(keras.Model):
             drop_path_rate=drop_path_rate,
             layer_scale_init_value=layer_scale_init_value,
             use_grn=use_grn,
+            norm=norm,
+            norm_eps=norm_eps,
+            stem=stem,
             dtype=self.dtype_policy,
         )
         self.downsample_layers = trunk.downsample_layers  # the classifier's, without its top
@@ -446,7 +612,7 @@ class ConvNeXtBackbone(keras.Model):
             setattr(
                 self,
                 f"norm{i}",
-                LayerNorm(dims[i], eps=1e-6, name=f"norm{i}", dtype=self.dtype_policy),
+                norm_layer(norm, dims[i], norm_eps, name=f"norm{i}", dtype=self.dtype_policy),
             )
 
     def build(self, input_shape) -> None:
@@ -476,6 +642,9 @@ class ConvNeXtBackbone(keras.Model):
             "layer_scale_init_value": self.layer_scale_init_value,
             "use_grn": self.use_grn,
             "out_indices": self.out_indices,
+            "norm": self.norm_kind,
+            "norm_eps": self.norm_eps,
+            "stem": self.stem_kind,
         }
 
 

@@ -13,7 +13,8 @@ Differences from the twin file (convnext_tf/model.py):
   the last dim ("channels_last"). In Keras C is always last, so one form suffices there.
 - GELU: `nn.GELU()` is exact (erf). Keras needs an explicit erf form (see its GELU class).
 - Padding: stem and downsample convs have no padding here; PyTorch floors odd sizes. Keras uses
-  padding="valid", which floors the same way ("same" would pad and diverge).
+  padding="valid", which floors the same way ("same" would pad and diverge). The overlapping
+  stems' padding=1 is a ZeroPadding2D layer in Keras, before a "valid" conv.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.spec import ModelSpec, as_backbone, resolve
+from converters.spec import ModelSpec, as_backbone, resolve, stem_width
 
 
 def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
@@ -81,6 +82,65 @@ class LayerNorm(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
+class RMSNorm(nn.Module):
+    """RMSNorm over the channel dimension (timm's RmsNorm / RmsNorm2d): x / sqrt(mean(x^2) +
+    eps), then a per-channel weight. No centring and no bias.
+
+    Args:
+        normalized_shape (int): Number of channels C.
+        eps (float): Added to the mean square. Default: 1e-6
+        data_format (str): "channels_last" for (N, H, W, C), "channels_first" for (N, C, H, W).
+    """
+
+    def __init__(
+        self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last"
+    ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(normalized_shape))
+        self.eps = eps
+        self.data_format = data_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = 1 if self.data_format == "channels_first" else -1
+        x = x / torch.sqrt(x.pow(2).mean(c, keepdim=True) + self.eps)
+        return self.weight[:, None, None] * x if c == 1 else self.weight * x
+
+
+class SimpleNorm(nn.Module):
+    """SimpleNorm over the channel dimension (timm's SimpleNorm / SimpleNorm2d): x / sqrt(var +
+    eps) with the unbiased variance (divided by C - 1, as torch.var), then a per-channel
+    weight. The variance is taken around the mean, but x itself is not centred; no bias.
+
+    Args:
+        normalized_shape (int): Number of channels C.
+        eps (float): Added to the variance. Default: 1e-6
+        data_format (str): "channels_last" for (N, H, W, C), "channels_first" for (N, C, H, W).
+    """
+
+    def __init__(
+        self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last"
+    ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(normalized_shape))
+        self.eps = eps
+        self.data_format = data_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = 1 if self.data_format == "channels_first" else -1
+        mean = x.mean(c, keepdim=True)
+        var = (x - mean).pow(2).sum(c, keepdim=True) / (x.shape[c] - 1)  # unbiased
+        x = x / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x if c == 1 else self.weight * x
+
+
+def norm_layer(
+    norm: str, dim: int, eps: float = 1e-6, data_format: str = "channels_last"
+) -> nn.Module:
+    """The spec's norm ("layernorm", "rmsnorm" or "simplenorm") over `dim` channels."""
+    norm_class = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "simplenorm": SimpleNorm}[norm]
+    return norm_class(dim, eps=eps, data_format=data_format)
+
+
 class GRN(nn.Module):
     """Global Response Normalization (ConvNeXt V2), on channels-last input: each channel is
     scaled by its L2 norm over (H, W) relative to the mean of those norms over channels.
@@ -112,6 +172,8 @@ class Block(nn.Module):
             layer scale. Default: 1e-6
         use_grn (bool): Global Response Normalization after GELU, as in ConvNeXt V2.
             Default: False
+        norm (str): "layernorm", "rmsnorm" or "simplenorm". Default: "layernorm"
+        norm_eps (float): The norm's eps. Default: 1e-6
     """
 
     def __init__(
@@ -120,10 +182,12 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         layer_scale_init_value: float = 1e-6,
         use_grn: bool = False,
+        norm: str = "layernorm",
+        norm_eps: float = 1e-6,
     ):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)  # depthwise
-        self.norm = LayerNorm(dim, eps=1e-6)
+        self.norm = norm_layer(norm, dim, norm_eps)
         self.pwconv1 = nn.Linear(dim, 4 * dim)  # pointwise 1x1 convs, as Linear on channels-last
         self.act = nn.GELU()  # exact erf form (the default)
         self.grn = GRN(4 * dim) if use_grn else nn.Identity()
@@ -152,7 +216,8 @@ class Block(nn.Module):
 
 class ConvNeXt(nn.Module):
     """ConvNeXt: a 4x4 patch stem, four stages of blocks with 2x2 downsampling between them,
-    global average pooling, LayerNorm and a linear classifier.
+    global average pooling, LayerNorm and a linear classifier. timm's originals change the norm,
+    the stem or the head (converters.spec.VARIANT_OPTIONS).
 
     Args:
         in_chans (int): Number of input image channels. Default: 3
@@ -167,6 +232,15 @@ class ConvNeXt(nn.Module):
         head_init_scale (float): Factor applied to the initial head weights and bias. Default: 1.0
         use_grn (bool): Global Response Normalization in every block (ConvNeXt V2, which also
             has no layer scale). Default: False
+        norm (str): Every norm: "layernorm", "rmsnorm" or "simplenorm". Default: "layernorm"
+        norm_eps (float): Every norm's eps. Default: 1e-6
+        stem (str): "patchify" (4x4 conv, stride 4), or timm's overlapping stems of two 3x3
+            stride-2 convs: "overlap", "overlap_tiered" (half width between them),
+            "overlap_act" (a GELU between them). Default: "patchify"
+        head (str): "linear" (pool, norm, Linear), "norm_first" (norm, pool, Linear) or "mlp"
+            (pool, norm, Linear, GELU, Linear). Default: "linear"
+        head_hidden_size (int): Width of the "mlp" head's hidden Linear. Default: 0
+        head_bias (bool): Whether the classifier has a bias. Default: True
     """
 
     def __init__(
@@ -179,17 +253,29 @@ class ConvNeXt(nn.Module):
         layer_scale_init_value: float = 1e-6,
         head_init_scale: float = 1.0,
         use_grn: bool = False,
+        norm: str = "layernorm",
+        norm_eps: float = 1e-6,
+        stem: str = "patchify",
+        head: str = "linear",
+        head_hidden_size: int = 0,
+        head_bias: bool = True,
     ):
         super().__init__()
         self.downsample_layers = nn.ModuleList()  # the stem, then 3 downsampling layers
-        stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),  # no padding: floors
-            LayerNorm(dims[0], eps=1e-6, data_format="channels_first"),
-        )
-        self.downsample_layers.append(stem)
+        if stem == "patchify":
+            stem_layers = [nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4)]  # floors
+        else:  # timm's overlapping stems: two 3x3 stride-2 convs, padding 1
+            width = stem_width(stem, dims[0])
+            stem_layers = [
+                nn.Conv2d(in_chans, width, kernel_size=3, stride=2, padding=1),
+                *([nn.GELU()] if stem == "overlap_act" else []),
+                nn.Conv2d(width, dims[0], kernel_size=3, stride=2, padding=1),
+            ]
+        stem_norm = norm_layer(norm, dims[0], norm_eps, data_format="channels_first")
+        self.downsample_layers.append(nn.Sequential(*stem_layers, stem_norm))
         for i in range(3):
             downsample_layer = nn.Sequential(
-                LayerNorm(dims[i], eps=1e-6, data_format="channels_first"),
+                norm_layer(norm, dims[i], norm_eps, data_format="channels_first"),
                 nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2),  # no padding: floors
             )
             self.downsample_layers.append(downsample_layer)
@@ -201,27 +287,47 @@ class ConvNeXt(nn.Module):
         for i in range(4):
             stage = nn.Sequential(
                 *[
-                    Block(dims[i], dp_rates[cur + j], layer_scale_init_value, use_grn)
+                    Block(
+                        dims[i], dp_rates[cur + j], layer_scale_init_value, use_grn, norm, norm_eps
+                    )
                     for j in range(depths[i])
                 ]
             )
             self.stages.append(stage)
             cur += depths[i]
 
-        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)  # after pooling; torch's default eps is 1e-5
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        # The final norm: on the feature map before pooling ("norm_first", timm's norm_pre), or
+        # on the pooled features (the paper's), where the other one is an Identity.
+        norm_first = head == "norm_first"
+        self.norm_pre = (
+            norm_layer(norm, dims[-1], norm_eps, data_format="channels_first")
+            if norm_first
+            else nn.Identity()
+        )
+        self.norm = nn.Identity() if norm_first else norm_layer(norm, dims[-1], norm_eps)
+        self.pre_logits = (  # the "mlp" head's hidden layer
+            nn.Sequential(nn.Linear(dims[-1], head_hidden_size), nn.GELU())
+            if head == "mlp"
+            else nn.Identity()
+        )
+        width = head_hidden_size if head == "mlp" else dims[-1]
+        self.head = (
+            nn.Linear(width, num_classes, bias=head_bias) if num_classes > 0 else nn.Identity()
+        )
 
         self.apply(self._init_weights)
         if num_classes > 0:
             self.head.weight.data.mul_(head_init_scale)
-            self.head.bias.data.mul_(head_init_scale)
+            if head_bias:
+                self.head.bias.data.mul_(head_init_scale)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             # std 0.02 as in the official code; truncated at +-2 (absolute, i.e. 100 std)
             nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of each of the four stages, (N, C_i, H_i, W_i): for detection backbones
@@ -234,11 +340,18 @@ class ConvNeXt(nn.Module):
         return outputs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_stages(x)[-1]
+        x = self.norm_pre(self.forward_stages(x)[-1])
         return self.norm(x.mean([-2, -1]))  # global average pool: (N, C, H, W) -> (N, C)
+
+    def forward_patch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm applied to every position of the last feature map, (N, H * W, C) in
+        row-major order: DINOv3's patch tokens (x_norm_patchtokens)."""
+        x = self.norm_pre(self.forward_stages(x)[-1])
+        return self.norm(x.flatten(2).transpose(1, 2))  # (N, C, H, W) -> (N, H * W, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x)
+        x = self.pre_logits(x)
         return self.head(x)
 
 
@@ -258,6 +371,9 @@ class ConvNeXtBackbone(nn.Module):
             Default: 1e-6
         use_grn (bool): Global Response Normalization in every block (ConvNeXt V2). Default: False
         out_indices (tuple[int, ...]): The stages whose outputs are returned. Default: (0, 1, 2, 3)
+        norm (str): Every norm: "layernorm", "rmsnorm" or "simplenorm". Default: "layernorm"
+        norm_eps (float): Every norm's eps. Default: 1e-6
+        stem (str): "patchify" or an overlapping stem, as in ConvNeXt. Default: "patchify"
     """
 
     def __init__(
@@ -269,6 +385,9 @@ class ConvNeXtBackbone(nn.Module):
         layer_scale_init_value: float = 1e-6,
         use_grn: bool = False,
         out_indices: tuple[int, ...] = (0, 1, 2, 3),
+        norm: str = "layernorm",
+        norm_eps: float = 1e-6,
+        stem: str = "patchify",
     ):
         super().__init__()
         trunk = ConvNeXt(
@@ -279,12 +398,17 @@ class ConvNeXtBackbone(nn.Module):
             drop_path_rate=drop_path_rate,
             layer_scale_init_value=layer_scale_init_value,
             use_grn=use_grn,
+            norm=norm,
+            norm_eps=norm_eps,
+            stem=stem,
         )
         self.downsample_layers = trunk.downsample_layers  # the classifier's, without its top
         self.stages = trunk.stages
         self.out_indices = tuple(out_indices)
         for i in self.out_indices:
-            self.add_module(f"norm{i}", LayerNorm(dims[i], eps=1e-6, data_format="channels_first"))
+            self.add_module(
+                f"norm{i}", norm_layer(norm, dims[i], norm_eps, data_format="channels_first")
+            )
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The normalised outputs of the stages in out_indices, each (N, C_i, H_i, W_i)."""

@@ -26,17 +26,28 @@ from converters.parity import (
 )
 from converters.spec import ModelSpec, names
 
-# Parameter counts with 1000 classes: the paper's Table 11 for tiny..xlarge, timm's for atto..nano.
+# Parameter counts with 1000 classes: the paper's Table 11 for tiny..xlarge, timm's (1.0.31,
+# counted with `sum(p.numel() for p in timm.create_model(name).parameters())`) for the others.
 PARAMETERS = {
+    "convnext_zepto_rms": 2_155_656,
+    "convnext_zepto_rms_ols": 2_164_232,
     "convnext_atto": 3_695_520,
+    "convnext_atto_ols": 3_702_912,
+    "convnext_atto_rms": 3_693_040,
     "convnext_femto": 5_217_784,
+    "convnext_femto_ols": 5_226_520,
     "convnext_pico": 9_045_672,
+    "convnext_pico_ols": 9_061_928,
     "convnext_nano": 15_593_560,
+    "convnext_nano_ols": 15_649_560,
     "convnext_tiny": 28_589_128,
+    "convnext_tiny_hnf": 28_589_128,
     "convnext_small": 50_223_688,
     "convnext_base": 88_591_464,
     "convnext_large": 197_767_336,
+    "convnext_large_mlp": 200_128_168,
     "convnext_xlarge": 350_196_968,
+    "convnext_xxlarge": 846_471_016,
     # ConvNeXt V2 paper, Table 1/8: 3.7M, 5.2M, 9.1M, 15.6M, 28.6M, 89M, 198M, 660M
     "convnextv2_atto": 3_708_400,
     "convnextv2_femto": 5_233_240,
@@ -82,6 +93,23 @@ TINY_SPECS: dict[str, ModelSpec] = {
     "v2_backbone": ModelSpec(
         kind="backbone", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=0,
         use_grn=True, layer_scale_init_value=0.0, out_indices=(1, 3),
+    ),
+    # timm's originals: every norm, stem and head form (converters.spec.VARIANT_OPTIONS)
+    "timm_rmsnorm_tiered_stem_norm_first": ModelSpec(
+        depths=(1, 1, 2, 1), dims=(16, 16, 24, 32), num_classes=5, norm="rmsnorm",
+        stem="overlap_tiered", head="norm_first",
+    ),
+    "timm_simplenorm_act_stem_mlp_head": ModelSpec(
+        depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=5, norm="simplenorm",
+        stem="overlap_act", head="mlp", head_hidden_size=12, norm_eps=1e-5,
+    ),
+    "timm_overlap_stem_no_head_bias": ModelSpec(
+        depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=6, stem="overlap",
+        head_bias=False,
+    ),
+    "timm_backbone": ModelSpec(
+        kind="backbone", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=0,
+        out_indices=(0, 3), norm="simplenorm", stem="overlap_act",
     ),
     "isotropic": ModelSpec(
         kind="isotropic", depths=(2,), dims=(24,), num_classes=5, layer_scale_init_value=0.0

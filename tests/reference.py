@@ -11,7 +11,6 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-EPS = 1e-6  # every LayerNorm in ConvNeXt
 erf = np.vectorize(math.erf)
 
 
@@ -19,11 +18,29 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Over the last axis, with the biased variance."""
+def normalise(x: np.ndarray, s: dict, key: str, norm: str, eps: float) -> np.ndarray:
+    """The norm with weights `key`.weight (and .bias) over the last axis. layernorm: centred,
+    biased variance (timm and the official code); rmsnorm: the mean square, no centring;
+    simplenorm: x itself not centred, over the unbiased (C - 1) variance (timm's, torch.var)."""
+    weight = s[f"{key}.weight"]
     mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + EPS) * weight + bias
+    if norm == "layernorm":
+        return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps) * weight + s[
+            f"{key}.bias"
+        ]
+    if norm == "rmsnorm":
+        return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * weight
+    assert norm == "simplenorm", norm
+    var = ((x - mean) ** 2).sum(-1, keepdims=True) / (x.shape[-1] - 1)
+    return x / np.sqrt(var + eps) * weight
+
+
+def conv3x3_stride2(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """3x3 conv, stride 2, zero padding 1, NHWC (timm's overlapping stems). weight:
+    (out, in, 3, 3), cross-correlation. Output size ceil(H / 2)."""
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    windows = sliding_window_view(padded, (3, 3), axis=(1, 2))[:, ::2, ::2]  # (N, H', W', C, 3, 3)
+    return np.einsum("nyxcpq,ocpq->nyxo", windows, weight) + bias
 
 
 def patch_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -42,10 +59,10 @@ def depthwise_conv7(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.n
     return np.einsum("nyxcpq,cpq->nyxc", windows, weight[:, 0]) + bias
 
 
-def block(x: np.ndarray, s: dict[str, np.ndarray], p: str) -> np.ndarray:
+def block(x: np.ndarray, s: dict[str, np.ndarray], p: str, norm: str, eps: float) -> np.ndarray:
     """One residual block, `p` the key prefix (stages.i.j or blocks.j), NHWC."""
     y = depthwise_conv7(x, s[f"{p}.dwconv.weight"], s[f"{p}.dwconv.bias"])
-    y = layer_norm(y, s[f"{p}.norm.weight"], s[f"{p}.norm.bias"])
+    y = normalise(y, s, f"{p}.norm", norm, eps)
     y = y @ s[f"{p}.pwconv1.weight"].T + s[f"{p}.pwconv1.bias"]
     y = gelu(y)
     if f"{p}.grn.gamma" in s:  # ConvNeXt V2: global response normalization
@@ -58,8 +75,26 @@ def block(x: np.ndarray, s: dict[str, np.ndarray], p: str) -> np.ndarray:
     return x + y  # residual around the whole block
 
 
-def forward(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:
-    """Stage outputs (N, C, H, W) and logits of `images` (N, C, H, W), in float64."""
+def stem(x: np.ndarray, s: dict[str, np.ndarray], norm: str, eps: float) -> np.ndarray:
+    """The 4x4/4 patch conv, or timm's overlapping stem: 3x3/2 convs at downsample_layers.0.0
+    and .1 (or .2, with a GELU between them at .1); then the norm, NHWC."""
+    d = "downsample_layers.0"
+    if s[f"{d}.0.weight"].shape[-1] == 4:  # patchify: conv, norm
+        x = patch_conv(x, s[f"{d}.0.weight"], s[f"{d}.0.bias"])
+        return normalise(x, s, f"{d}.1", norm, eps)
+    x = conv3x3_stride2(x, s[f"{d}.0.weight"], s[f"{d}.0.bias"])
+    second = 1 if f"{d}.1.weight" in s and s[f"{d}.1.weight"].ndim == 4 else 2
+    if second == 2:  # nothing at .1: a GELU
+        x = gelu(x)
+    x = conv3x3_stride2(x, s[f"{d}.{second}.weight"], s[f"{d}.{second}.bias"])
+    return normalise(x, s, f"{d}.{second + 1}", norm, eps)
+
+
+def forward(
+    state: dict[str, np.ndarray], images: np.ndarray, norm: str = "layernorm", eps: float = 1e-6
+) -> dict[str, np.ndarray]:
+    """Stage outputs (N, C, H, W) and logits of `images` (N, C, H, W), in float64. `norm` and
+    `eps` are the model's (no tensor shows them)."""
     s = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
     x = images.astype(np.float64).transpose(0, 2, 3, 1)  # NHWC throughout
     outputs = {}
@@ -67,26 +102,31 @@ def forward(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.nd
         x = patch_conv(x, s["stem.weight"], s["stem.bias"])
         j = 0
         while f"blocks.{j}.dwconv.weight" in s:
-            x = block(x, s, f"blocks.{j}")
+            x = block(x, s, f"blocks.{j}", norm, eps)
             j += 1
         outputs["stage 1"] = x.transpose(0, 3, 1, 2)
     for i in range(4 if "stem.weight" not in s else 0):
-        if i == 0:  # stem: 4x4/4 conv, then LayerNorm
-            x = patch_conv(x, s["downsample_layers.0.0.weight"], s["downsample_layers.0.0.bias"])
-            x = layer_norm(x, s["downsample_layers.0.1.weight"], s["downsample_layers.0.1.bias"])
-        else:  # LayerNorm, then 2x2/2 conv
+        if i == 0:
+            x = stem(x, s, norm, eps)
+        else:  # norm, then 2x2/2 conv
             d = f"downsample_layers.{i}"
-            x = layer_norm(x, s[f"{d}.0.weight"], s[f"{d}.0.bias"])
+            x = normalise(x, s, f"{d}.0", norm, eps)
             x = patch_conv(x, s[f"{d}.1.weight"], s[f"{d}.1.bias"])
         j = 0
         while f"stages.{i}.{j}.dwconv.weight" in s:
-            x = block(x, s, f"stages.{i}.{j}")
+            x = block(x, s, f"stages.{i}.{j}", norm, eps)
             j += 1
         outputs[f"stage {i + 1}"] = x.transpose(0, 3, 1, 2)
-    if "norm.weight" not in s:  # a detection backbone stops at the stages
+    if "norm.weight" not in s and "norm_pre.weight" not in s:  # a detection backbone
         return outputs
-    pooled = x.mean(axis=(1, 2))  # global average pool first, then the final LayerNorm
-    features = layer_norm(pooled, s["norm.weight"], s["norm.bias"])
-    has_head = "head.weight" in s  # without: the pooled features, as num_classes=0 gives
-    outputs["logits"] = features @ s["head.weight"].T + s["head.bias"] if has_head else features
+    if "norm_pre.weight" in s:  # timm's head_norm_first: normalise, then pool
+        features = normalise(x, s, "norm_pre", norm, eps).mean(axis=(1, 2))
+    else:  # global average pool first, then the final norm
+        features = normalise(x.mean(axis=(1, 2)), s, "norm", norm, eps)
+    if "pre_logits.0.weight" in s:  # timm's MLP head: Linear, GELU, then the classifier
+        features = gelu(features @ s["pre_logits.0.weight"].T + s["pre_logits.0.bias"])
+    if "head.weight" not in s:  # the pooled features, as num_classes=0 gives
+        outputs["logits"] = features
+    else:
+        outputs["logits"] = features @ s["head.weight"].T + s.get("head.bias", 0.0)
     return outputs

@@ -32,16 +32,18 @@ def backbone_outputs(model, x: np.ndarray) -> dict[str, np.ndarray]:
     return {f"out {i}": np.asarray(o).transpose(0, 3, 1, 2) for i, o in enumerate(outputs)}
 
 
-def expected_outputs(state: dict, x: np.ndarray, out_indices) -> dict[str, np.ndarray]:
-    """The numpy reference's stage outputs, each through its channels-first LayerNorm."""
-    stages = reference.forward(state, x)
+def expected_outputs(state: dict, x: np.ndarray, spec: ModelSpec) -> dict[str, np.ndarray]:
+    """The numpy reference's stage outputs, each through its channels-first norm."""
+    stages = reference.forward(state, x, spec.norm, spec.norm_eps)
     return {
-        f"out {n}": reference.layer_norm(
+        f"out {n}": reference.normalise(
             stages[f"stage {i + 1}"].transpose(0, 2, 3, 1),
-            state[f"norm{i}.weight"],
-            state[f"norm{i}.bias"],
+            state,
+            f"norm{i}",
+            spec.norm,
+            spec.norm_eps,
         ).transpose(0, 3, 1, 2)
-        for n, i in enumerate(out_indices)
+        for n, i in enumerate(spec.out_indices)
     }
 
 
@@ -51,7 +53,7 @@ def check_backbone_parity_and_reference(spec: ModelSpec) -> None:
     state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
     pt64 = backbone_outputs(torch_model, x)
     assert len(pt64) == len(spec.out_indices)
-    assert_float64_parity(expected_outputs(state, x, spec.out_indices), pt64)
+    assert_float64_parity(expected_outputs(state, x, spec), pt64)
 
     keras64 = convnext_tf.create_model(spec, dtype="float64")
     torch_to_keras(torch_model.state_dict(), keras64)

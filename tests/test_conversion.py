@@ -76,7 +76,7 @@ def test_name_rule(keras_path, key):
 
 def test_every_tensor_has_the_layout_its_rank_needs(torch_model):
     for key, value in torch_model.state_dict().items():
-        kind = mapping.tensor_kind(key)
+        kind = mapping.tensor_kind(key, value.ndim)
         assert len(mapping.TRANSPOSES[kind]) == value.ndim, (key, kind)
     assert mapping.tensor_kind("stages.1.2.dwconv.weight") == "depthwise"
     assert mapping.tensor_kind("downsample_layers.2.1.weight") == "conv"

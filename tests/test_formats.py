@@ -196,8 +196,10 @@ def test_ema_weights_are_chosen_explicitly(tmp_path, official):
 
 def test_keys_without_a_rule_are_named_not_dropped(official):
     timm = write_layout(official, "timm", conv_mlp=True)
-    timm["head.pre_logits.fc.weight"] = np.zeros((3, 3), np.float32)
-    with pytest.raises(ConversionError, match=r"1 keys have no name in the timm layout \(head.pre"):
+    timm["head.proj.weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(
+        ConversionError, match=r"1 keys have no name in the timm layout \(head.proj"
+    ):
         load_state_dict({k: torch.from_numpy(v) for k, v in timm.items()})
 
 

@@ -48,6 +48,8 @@ def test_same_classes_in_the_same_order():
     expected = [
         "DropPath",
         "LayerNorm",
+        "RMSNorm",
+        "SimpleNorm",
         "GRN",
         "Block",
         "ConvNeXt",
@@ -110,7 +112,9 @@ def test_model_attributes_in_the_same_order():
         == [
             "downsample_layers",
             "stages",
+            "norm_pre",
             "norm",
+            "pre_logits",
             "head",
         ]
     )
@@ -120,7 +124,15 @@ def test_model_attributes_in_the_same_order():
 # differ from these only in widths, which test_torch_model.py and test_spec.py count for every
 # variant. `make test-all` builds every variant in Keras as well.
 ONE_PER_STRUCTURE = [
+    "convnext_zepto_rms",  # SimpleNorm
+    "convnext_zepto_rms_ols",  # and the overlapping stem with a GELU
     "convnext_atto",
+    "convnext_atto_ols",  # the tiered overlapping stem
+    "convnext_atto_rms",  # RMSNorm
+    "convnext_nano_ols",  # the plain overlapping stem
+    "convnext_tiny_hnf",  # head norm first
+    "convnext_large_mlp",  # the MLP head
+    "convnext_xxlarge",  # 846M parameters, eps 1e-5
     "convnext_nano",
     "convnext_tiny",
     "convnext_base",
@@ -159,7 +171,11 @@ def test_same_tensors_under_the_same_names_and_the_papers_parameter_counts(varia
 
 @pytest.mark.parametrize(
     "variant, out_indices",
-    [("convnext_tiny", (0, 1, 2, 3)), ("convnextv2_atto", (1, 3))],
+    [
+        ("convnext_tiny", (0, 1, 2, 3)),
+        ("convnextv2_atto", (1, 3)),
+        ("convnext_zepto_rms_ols", (0, 2)),
+    ],
 )
 def test_backbones_have_the_same_tensors(variant, out_indices):
     with torch.device("meta"):
@@ -172,6 +188,7 @@ def test_backbones_have_the_same_tensors(variant, out_indices):
         for key, variable in keras_variables(keras_model).items()
     }
     assert keras_shapes == torch_shapes
+    parameters = ("weight", "bias") if "rms" not in variant else ("weight",)
     assert [k for k in torch_shapes if k.startswith("norm")] == [
-        f"norm{i}.{p}" for i in out_indices for p in ("weight", "bias")
+        f"norm{i}.{p}" for i in out_indices for p in parameters
     ]

@@ -4,6 +4,7 @@ architecture itself, which cross-framework parity cannot (a mistake in both woul
 import pytest
 import torch
 
+from converters.spec import resolve
 from tests import reference
 from tests.helpers import (
     ODD_SIZE,
@@ -26,7 +27,8 @@ def check_against_reference(spec) -> None:
     if not isinstance(spec, str):
         x = x[:, : spec.in_chans]
     state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
-    expected = reference.forward(state, x)
+    spec = resolve(spec)
+    expected = reference.forward(state, x, spec.norm, spec.norm_eps)
     assert_float64_parity(expected, torch_outputs(torch_model, x))
     keras_model = converted_keras_model(torch_model, spec, "float64")
     assert_float64_parity(expected, keras_outputs(keras_model, x))
@@ -39,7 +41,15 @@ def test_both_frameworks_match_the_numpy_reference(case):
 
 @pytest.mark.exhaustive
 @pytest.mark.parametrize(
-    "variant", ["convnext_atto", "convnextv2_atto", "convnext_isotropic_small"]
+    "variant",
+    [
+        "convnext_atto",
+        "convnextv2_atto",
+        "convnext_isotropic_small",
+        "convnext_zepto_rms_ols",
+        "convnext_atto_rms",
+        "convnext_pico_ols",
+    ],
 )
 def test_real_variants_match_the_numpy_reference(variant):
     check_against_reference(variant)

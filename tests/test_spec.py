@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from converters.spec import (
+    HIDDEN_FIELDS,
     ISOTROPIC_VARIANTS,
     VARIANTS,
     ModelSpec,
@@ -20,6 +21,8 @@ from converters.spec import (
     parameter_count,
     resolve,
     spec_from_name,
+    stem_width,
+    variants_like,
 )
 from tests.helpers import ALL_VARIANTS, PARAMETERS, TINY_SPECS
 
@@ -96,7 +99,7 @@ def test_backbone_form():
     "build, message",
     [
         (lambda: spec_from_name("convnext_tinny"), "did you mean convnext_tiny"),
-        (lambda: spec_from_name("resnet50"), "unknown variant 'resnet50'; known: convnext_atto"),
+        (lambda: spec_from_name("resnet50"), "unknown variant 'resnet50'; known: convnext_zepto"),
         (lambda: spec_from_name("convnext_tiny", num_clases=3), "unknown model argument"),
         (lambda: spec_from_name("convnext_tiny", num_classes=-1), "num_classes must be 0"),
         (lambda: ModelSpec(depths=(3, 3, 9)), "4 stages"),
@@ -105,7 +108,19 @@ def test_backbone_form():
         (lambda: ModelSpec(out_indices=(0,)), "belong to a backbone"),
         (lambda: ModelSpec(kind="backbone", num_classes=0, out_indices=(3, 1)), "increasing"),
         (lambda: ModelSpec(kind="backbone", num_classes=0, out_indices=(4,)), "among 0, 1, 2, 3"),
-        (lambda: ModelSpec(norm_eps=1e-5), "norm_eps=1e-05 is not built yet"),
+        (lambda: ModelSpec(norm_eps=0.0), "norm_eps must be between 0 and 1, not 0.0"),
+        (lambda: ModelSpec(norm="batchnorm"), "norm must be one of 'layernorm', 'rmsnorm'"),
+        (lambda: ModelSpec(stem="deep"), "stem must be one of 'patchify', 'overlap'"),
+        (lambda: ModelSpec(head="mlp"), "head_hidden_size is the width of the 'mlp' head"),
+        (lambda: ModelSpec(head_hidden_size=8), "head_hidden_size is the width"),
+        (
+            lambda: ModelSpec(kind="backbone", num_classes=0, out_indices=(3,), head_bias=False),
+            "a backbone has no head to change",
+        ),
+        (
+            lambda: spec_from_name("convnext_isotropic_small", norm="rmsnorm"),
+            "the isotropic ConvNeXt has LayerNorm",
+        ),
         (lambda: ModelSpec(depths=(3, 0, 9, 3)), "must be positive"),
     ],
 )
@@ -117,3 +132,36 @@ def test_what_cannot_be_built_is_one_clear_error(build, message):
 def test_lists_from_json_become_tuples():
     spec = ModelSpec(depths=[1, 1, 1, 1], dims=[8, 8, 8, 8])
     assert spec.depths == (1, 1, 1, 1) and hash(spec)
+
+
+def test_timm_originals_are_their_base_variant_with_options():
+    atto = spec_from_name("convnext_atto")
+    assert spec_from_name("convnext_atto_ols") == atto.replace(stem="overlap_tiered")
+    assert spec_from_name("convnext_atto_rms") == atto.replace(norm="rmsnorm")
+    assert spec_from_name("convnext_zepto_rms_ols").norm == "simplenorm"
+    assert spec_from_name("convnext_xxlarge").norm_eps == 1e-5
+    large_mlp = spec_from_name("convnext_large_mlp")
+    assert (large_mlp.head, large_mlp.head_hidden_size) == ("mlp", 1536)
+    # the options are part of the name; classes, channels and the head's bias are not
+    assert name_of(atto.replace(stem="overlap")) is None
+    assert name_of(atto.replace(norm="rmsnorm", num_classes=3, head_bias=False)) == (
+        "convnext_atto_rms"
+    )
+    assert name_of(as_backbone(large_mlp)) == "convnext_large"  # a backbone has no head
+    assert as_backbone(large_mlp).head == "linear"
+
+
+def test_what_no_tensor_shows_is_looked_up_by_the_rest():
+    shapes_only = spec_from_name("convnext_zepto_rms").replace(norm="rmsnorm")  # bias-free norm
+    assert variants_like(shapes_only, ignore=HIDDEN_FIELDS) == ["convnext_zepto_rms"]
+    xxlarge = spec_from_name("convnext_xxlarge").replace(norm_eps=1e-6)
+    assert name_of(xxlarge) is None
+    assert variants_like(xxlarge, ignore=HIDDEN_FIELDS) == ["convnext_xxlarge"]
+
+
+@pytest.mark.parametrize(
+    "stem, dim, width",
+    [("overlap_tiered", 40, 24), ("overlap_tiered", 64, 32), ("overlap", 80, 80)],
+)
+def test_the_stem_width_is_timms_make_divisible(stem, dim, width):
+    assert stem_width(stem, dim) == width
