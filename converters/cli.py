@@ -1,7 +1,7 @@
 """The `convnext` command line: it parses arguments and prints; the jobs are library functions
 in converters.pipeline, which a Python user calls with the same options as parameters.
 
-    convnext convert SRC DST [--from auto|official|timm|hf] [--to keras|keras-applications|official|timm]
+    convnext convert SRC DST [--from auto|official|timm|hf] [--to keras|keras-applications|official|timm|hf]
                      [--variant NAME] [--num-classes N] [--ema] [--no-top] [--force]
     convnext verify TORCH_SRC DEPLOYED [--size H W] [--batch N] [--images DIR] [--layout nhwc|nchw]
                     [--pixels 0-255|0-1] [--mean R G B] [--std R G B] [--output logits|probabilities]
@@ -33,7 +33,7 @@ from converters.spec import SpecError, names, parameter_count, spec_from_name
 from converters.startup import import_tensorflow_quietly
 
 LAYOUTS = ("auto", "official", "timm", "hf")
-TARGETS = ("keras", "keras-applications", "official", "timm")
+TARGETS = ("keras", "keras-applications", "official", "timm", "hf")
 
 # Library parameters named in error messages (`variant`) -> the options that set them here.
 FLAGS = {
@@ -178,10 +178,11 @@ def parser() -> argparse.ArgumentParser:
         ".safetensors, or a Hugging Face directory) in the official, timm or Hugging Face "
         "layout, or a Keras file (.keras, or .weights.h5 with --variant). DST's suffix picks "
         "the target unless --to says: .keras/.weights.h5 -> keras, .pth/.pt/.bin/.safetensors "
-        "-> official.",
+        "-> official; --to hf writes DST as a Hugging Face directory (config.json and "
+        "model.safetensors).",
     )
     convert.add_argument("src", type=Path, help="checkpoint to read")
-    convert.add_argument("dst", type=Path, help="file to write")
+    convert.add_argument("dst", type=Path, help="file to write (a directory with --to hf)")
     add_layout_option(convert, "key layout of a PyTorch SRC (default: detected)")
     convert.add_argument(
         "--to", dest="target", choices=TARGETS, help="what to write (default: from DST's suffix)"

@@ -358,6 +358,22 @@ def write_torch(tensors: Mapping[str, np.ndarray], dst: Path, force: bool = Fals
             )
 
 
+def write_hf_directory(
+    tensors: Mapping[str, np.ndarray], config: dict, dst: Path, force: bool = False
+) -> None:
+    """A Hugging Face `save_pretrained` directory: config.json and model.safetensors (with the
+    "pt" format metadata transformers checks), through atomic_output (`force`: replace an
+    existing `dst`, which the caller has checked is such a directory)."""
+    size = sum(v.nbytes + BYTES_PER_ARRAY for v in tensors.values())
+    with atomic_output(dst, force, size) as tmp:
+        os.mkdir(tmp)
+        weights = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        save_file(weights, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+            f.write("\n")
+
+
 def write_keras(model: keras.Model, dst: Path, force: bool = False) -> None:
     """`model` as a .keras file (model.save) or its weights as a .weights.h5 file
     (model.save_weights), through atomic_output (`force`: replace an existing `dst`).

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converters import hf
 from converters.errors import ConversionError
 from converters.spec import ModelSpec, name_of
 
@@ -81,6 +82,7 @@ class KeyLayout:
     on_read: ReadFixup = unchanged_on_read  # official key, foreign value -> official value
     on_write: WriteFixup = unchanged_on_write  # official key, value, spec -> foreign value
     normalise_key: Callable[[str], str] = str  # a foreign key before renaming
+    written_key: Callable[[str, ModelSpec | None], str] = lambda key, spec: key  # after it
 
     def to_official(
         self, tensors: dict[str, np.ndarray]
@@ -110,7 +112,7 @@ class KeyLayout:
             target = rename(key, self.rules, reverse=True) if self.rules else key
             if target is None:
                 raise ConversionError(f"the {self.name} layout has no name for {key}")
-            out[target], note = self.on_write(key, value, spec)
+            out[self.written_key(target, spec)], note = self.on_write(key, value, spec)
             if note and note not in notes:
                 notes.append(note)
         return out, notes
@@ -187,6 +189,7 @@ HF_LAYOUT = KeyLayout(
         "embeddings.patch_embeddings.weight",  # ConvNextModel: no "convnext." prefix
     ),
     normalise_key=hf_prefixed,
+    written_key=hf.written_key,
 )
 
 # Every layout, in the order detect() tries their signatures.

@@ -23,7 +23,7 @@ import torch
 
 import convnext_tf
 import convnext_torch
-from converters import formats, keras_applications
+from converters import formats, hf, keras_applications
 from converters.checkpoint import DIRECTORY_FILES, StateDict, load_state_dict
 from converters.convert import (
     check_match,
@@ -43,6 +43,7 @@ from converters.files import (
     keras_spec,
     load_keras_model,
     suffix_of,
+    write_hf_directory,
     write_keras,
     write_torch,
 )
@@ -51,12 +52,13 @@ from converters.verification import Verification
 from converters.verify import verify
 
 LAYOUTS = ("auto", "official", "timm", "hf")  # key layouts read
-TARGETS = ("keras", "keras-applications", "official", "timm")  # what convert_file writes
-SUFFIXES = {  # the files each target writes
+TARGETS = ("keras", "keras-applications", "official", "timm", "hf")  # what convert_file writes
+SUFFIXES = {  # the files each target writes; hf: a directory
     "keras": KERAS_SUFFIXES,
     "keras-applications": (".weights.h5",),
     "official": TORCH_SUFFIXES,
     "timm": TORCH_SUFFIXES,
+    "hf": (),
 }
 
 Log = Callable[[str], None]
@@ -106,12 +108,17 @@ def convert_file(
     src, dst = Path(src), Path(dst)
     target = target or target_from_suffix(dst)
     check_target(target, dst)
-    check_destination(dst, force, src)
+    if target == "hf":
+        check_hf_destination(dst, force, src)
+    else:
+        check_destination(dst, force, src)
     if variant is not None:
         checked_spec(variant)  # a misspelt name is named before a large file is read
     if suffix_of(src, KERAS_SUFFIXES):
-        if target not in ("official", "timm"):
-            raise ConversionError(f"{src} is a Keras file already: `target` official or timm")
+        if target not in ("official", "timm", "hf"):
+            raise ConversionError(
+                f"{src} is a Keras file already: `target` official, timm or hf"
+            )
         if layout != "auto" or ema or key is not None:
             raise ConversionError(
                 "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"
@@ -309,12 +316,19 @@ def write_pytorch(
     log: Log = quiet,
     force: bool = False,
 ) -> ConversionResult:
+    if layout == "hf":
+        hf.check_representable(spec)
     renamed, notes = formats.from_official(tensors, layout, spec)
     log(f"writing {dst} ({', '.join([f'{layout} layout', *notes])})")
-    write_torch(renamed, dst, force)
+    if layout == "hf":
+        write_hf_directory(renamed, hf.config(spec), dst, force)
+        reader = f"transformers.{hf.architecture(spec)}.from_pretrained({str(dst)!r})"
+    else:
+        write_torch(renamed, dst, force)
+        safetensors = dst.name.endswith(".safetensors")
+        reader = "safetensors.torch.load_file" if safetensors else "torch.load"
     parameters = sum(int(v.size) for v in renamed.values())
     log(f"wrote {dst}: {len(renamed)} tensors, {parameters:,} parameters")
-    reader = "safetensors.torch.load_file" if dst.name.endswith(".safetensors") else "torch.load"
     return ConversionResult(Path(src), dst, layout, spec, len(renamed), parameters, reader)
 
 
@@ -334,16 +348,39 @@ def target_from_suffix(dst: Path) -> str:
     if suffix_of(dst, TORCH_SUFFIXES):
         return "official"
     known = ", ".join(KERAS_SUFFIXES + TORCH_SUFFIXES)
-    raise ConversionError(f"{dst}: output must end in one of {known}")
+    raise ConversionError(
+        f"{dst}: output must end in one of {known}, or be a directory with `target` hf"
+    )
 
 
 def check_target(target: str, dst: Path) -> None:
     if target not in TARGETS:
         raise ConversionError(f"unknown `target` {target!r}; known: {', '.join(TARGETS)}")
+    if target == "hf":
+        if suffix_of(dst, KERAS_SUFFIXES + TORCH_SUFFIXES):
+            raise ConversionError(f"{dst}: `target` hf writes a directory, not a file")
+        return
     if not suffix_of(dst, SUFFIXES[target]):
         raise ConversionError(
             f"{dst}: `target` {target} writes {' or '.join(SUFFIXES[target])} files"
         )
+
+
+def check_hf_destination(dst: Path, force: bool, src: Path) -> None:
+    """Before any work: nothing at `dst`, or with `force` a Hugging Face directory (one with a
+    config.json), never the source itself, and files can be created beside it."""
+    if os.path.lexists(dst):
+        if dst.resolve() == src.resolve():
+            raise ConversionError(f"{dst}: is the source; write the conversion elsewhere")
+        if not force:
+            raise ConversionError(f"{dst}: exists; pass `force` to overwrite it")
+        if not (dst.is_dir() and (dst / "config.json").is_file()) or dst.is_symlink():
+            raise ConversionError(
+                f"{dst}: exists and is not a Hugging Face directory; `force` replaces only those"
+            )
+    if not dst.parent.is_dir():
+        raise ConversionError(f"{dst.parent}: no such directory")
+    check_writable(dst)
 
 
 def check_destination(dst: Path, force: bool, src: Path | None = None) -> None:

@@ -2,8 +2,10 @@
 
 python peer_timm.py make VARIANT OUT_DIR   # random timm model -> model.safetensors, io.npz
 python peer_timm.py run VARIANT FILE NPZ   # strict-load FILE into timm, logits -> NPZ
+python peer_timm.py shapes VARIANT JSON    # every key's shape and the parameter count (meta)
 """
 
+import json
 import sys
 
 import numpy as np
@@ -24,6 +26,14 @@ def randomise(model: torch.nn.Module) -> None:
 
 def main() -> None:
     command, variant = sys.argv[1], sys.argv[2]
+    if command == "shapes":  # 1000 classes, no memory: the 846M-parameter xxlarge included
+        with torch.device("meta"):
+            model = timm.create_model(variant, pretrained=False)
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+        count = sum(p.numel() for p in model.parameters())
+        with open(sys.argv[3], "w") as f:
+            json.dump({"shapes": shapes, "parameters": count, "timm": timm.__version__}, f)
+        return
     model = timm.create_model(variant, pretrained=False, num_classes=10).eval()
     if command == "make":
         out = sys.argv[3]

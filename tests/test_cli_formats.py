@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import convnext_tf
 from converters import keras_applications, load_state_dict
@@ -192,3 +192,80 @@ def test_target_and_suffix_must_agree(capsys, tmp_path, official):
     assert_one_line_error(code, err, "--to timm writes .pth or .pt or .bin or .safetensors files")
     code, _, err = run(capsys, "convert", src, tmp_path / "k.keras", "--to", "keras-applications")
     assert_one_line_error(code, err, "--to keras-applications writes .weights.h5 files")
+
+
+# --- Hugging Face out ----------------------------------------------------------------------
+
+
+def test_hf_target_writes_a_directory_that_reads_back_exactly(capsys, tmp_path, official):
+    src = write(official, tmp_path / "m.pth")
+    code, _, err = run(capsys, "convert", src, tmp_path / "hf", "--to", "hf")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["ConvNextForImageClassification"]
+    assert config["layer_norm_eps"] == 1e-6  # not transformers' default 1e-12
+    assert (config["hidden_sizes"], config["depths"]) == ([40, 80, 160, 320], [2, 2, 6, 2])
+    assert len(config["id2label"]) == 10
+    state = load_state_dict(tmp_path / "hf")
+    assert state.layout == "hf" and not state.notes
+    assert state.tensors.keys() == official.keys()
+    assert all(np.array_equal(state.tensors[k], v) for k, v in official.items())
+
+
+@pytest.mark.parametrize("spec", ["convnextv2_atto", "convnext_atto_no_head"])
+def test_hf_target_names_v2_and_headless_models_as_transformers_does(capsys, tmp_path, spec):
+    headless = spec.endswith("_no_head")
+    torch_model = random_torch_model(
+        spec.removesuffix("_no_head"), seed=42, num_classes=0 if headless else 3
+    )
+    src = tmp_path / "m.pth"
+    torch.save(torch_model.state_dict(), src)
+    assert run(capsys, "convert", src, tmp_path / "hf", "--to", "hf")[0] == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    keys = list(load_file(tmp_path / "hf" / "model.safetensors"))
+    if headless:
+        assert config["architectures"] == ["ConvNextModel"]
+        assert "embeddings.patch_embeddings.weight" in keys and "classifier.weight" not in keys
+    else:
+        assert config["architectures"] == ["ConvNextV2ForImageClassification"]
+        assert "layer_scale_init_value" not in config
+        assert all(k.startswith(("convnextv2.", "classifier.")) for k in keys)
+    state = load_state_dict(tmp_path / "hf")
+    assert all(
+        torch.equal(torch.from_numpy(state.tensors[k]), v)
+        for k, v in torch_model.state_dict().items()
+    )
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("convnext_atto_rms", "transformers' ConvNeXt has norm layernorm, this model rmsnorm"),
+        ("convnext_isotropic_small", "transformers has no isotropic ConvNeXt"),
+        ("convnextv2_atto", "transformers' ConvNeXt V2 has no layer scale"),
+    ],
+)
+def test_hf_target_refuses_what_transformers_cannot_hold(capsys, tmp_path, spec, message):
+    torch_model = random_torch_model(spec, seed=43, layer_scale_init_value=1e-6)
+    src = tmp_path / "m.pth"
+    torch.save(torch_model.state_dict(), src)
+    code, _, err = run(capsys, "convert", src, tmp_path / "hf", "--to", "hf")
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "hf").exists()
+
+
+def test_hf_target_replaces_only_a_hugging_face_directory(capsys, tmp_path, official):
+    src = write(official, tmp_path / "m.pth")
+    (tmp_path / "other").mkdir()
+    code, _, err = run(capsys, "convert", src, tmp_path / "other", "--to", "hf", "--force")
+    assert_one_line_error(code, err, "not a Hugging Face directory")
+    assert run(capsys, "convert", src, tmp_path / "hf", "--to", "hf")[0] == 0
+    code, _, err = run(capsys, "convert", src, tmp_path / "hf", "--to", "hf")
+    assert_one_line_error(code, err, "exists; pass --force")
+    assert run(capsys, "convert", src, tmp_path / "hf", "--to", "hf", "--force")[0] == 0
+    code, _, err = run(capsys, "convert", src, tmp_path / "hf.safetensors", "--to", "hf")
+    assert_one_line_error(code, err, "--to hf writes a directory, not a file")

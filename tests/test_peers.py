@@ -5,6 +5,7 @@ Skipped unless the peers are installed (`make test-peers` sets them up): transfo
 process because the triton that comes with timm's torch crashes when imported after TensorFlow.
 """
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -14,7 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import keras_outputs, run
+import convnext_torch
+from converters.formats import from_official
+from converters.spec import VARIANT_OPTIONS, VARIANTS, parameter_count, spec_from_name
+from tests.helpers import keras_outputs, random_torch_model, run
 
 pytestmark = pytest.mark.peer
 
@@ -26,8 +30,22 @@ def timm(*args) -> None:
     subprocess.run([TIMM_PYTHON, str(PEER_SCRIPT), *map(str, args)], check=True)
 
 
-@pytest.mark.skipif(not TIMM_PYTHON, reason="set CONVNEXT_TIMM_PYTHON to a Python with timm")
-@pytest.mark.parametrize("variant", ["convnext_atto", "convnext_tiny", "convnextv2_atto"])
+needs_timm = pytest.mark.skipif(
+    not TIMM_PYTHON, reason="set CONVNEXT_TIMM_PYTHON to a Python with timm"
+)
+TIMM_ORIGINALS = [name for name in VARIANTS if name in VARIANT_OPTIONS or "zepto" in name]
+
+
+@needs_timm
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "convnext_atto",
+        "convnext_tiny",
+        "convnextv2_atto",
+        *(v for v in TIMM_ORIGINALS if v != "convnext_xxlarge"),  # 846M: shapes only, below
+    ],
+)
 def test_timm_model_to_keras_and_back(capsys, tmp_path, variant):
     timm("make", variant, tmp_path)
     io = np.load(tmp_path / "io.npz")
@@ -43,6 +61,23 @@ def test_timm_model_to_keras_and_back(capsys, tmp_path, variant):
     assert run(capsys, "convert", tmp_path / "m.keras", back, "--to", "timm")[0] == 0
     timm("run", variant, back, tmp_path / "io.npz")  # timm's strict load_state_dict
     np.testing.assert_array_equal(np.load(tmp_path / "io.npz")["logits"], io["logits"])
+
+
+@needs_timm
+@pytest.mark.parametrize("variant", TIMM_ORIGINALS)
+def test_timm_has_our_keys_shapes_and_parameter_counts(tmp_path, variant):
+    """timm's state_dict (on the meta device) is what our timm-layout writer gives, key for key
+    and shape for shape, and timm counts the parameters converters.spec counts."""
+    timm("shapes", variant, tmp_path / "timm.json")
+    found = json.loads((tmp_path / "timm.json").read_text())
+    spec = spec_from_name(variant)
+    with torch.device("meta"):
+        ours = convnext_torch.create_model(spec).state_dict()
+    zeros = {k: np.broadcast_to(np.float32(0), tuple(v.shape)) for k, v in ours.items()}
+    written, _ = from_official(zeros, "timm", spec)
+    assert {k: list(v.shape) for k, v in written.items()} == found["shapes"]
+    assert parameter_count(spec) == found["parameters"]
+    print(f"timm {found['timm']} {variant}: {found['parameters']:,} parameters, same keys")
 
 
 @pytest.mark.parametrize("version", ["ConvNext", "ConvNextV2"])
@@ -70,3 +105,40 @@ def test_hugging_face_model_to_keras(capsys, tmp_path, version):
     np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     gap = np.abs(found - expected).max()
     print(f"transformers {transformers.__version__} {version}: max abs {gap:.2e}")
+
+
+@pytest.mark.parametrize(
+    "variant, num_classes",
+    [("convnext_atto", 10), ("convnextv2_atto", 10), ("convnext_atto", 0), ("convnextv2_atto", 0)],
+)
+def test_hugging_face_directory_we_write_loads_in_transformers(
+    capsys, tmp_path, variant, num_classes
+):
+    """`--to hf` gives a directory transformers loads with no missing or unexpected key, and
+    whose outputs are ours: float64 to 1e-12 (transformers' default final eps, 1e-12 instead
+    of 1e-6, would be 1e-7 off here), float32 at the noise floor."""
+    transformers = pytest.importorskip("transformers")
+    torch_model = random_torch_model(variant, seed=61, num_classes=num_classes)
+    torch.save(torch_model.state_dict(), tmp_path / "m.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "m.pth", tmp_path / "hf", "--to", "hf")
+    assert code == 0, err
+    family = "ConvNextV2" if "v2" in variant else "ConvNext"
+    name = f"{family}ForImageClassification" if num_classes else f"{family}Model"
+    loaded, info = getattr(transformers, name).from_pretrained(
+        tmp_path / "hf", output_loading_info=True
+    )
+    assert not any(info.values()), info  # missing, unexpected, mismatched, errors
+    images = np.random.default_rng(0).standard_normal((2, 3, 61, 127))
+    found = {}
+    for dtype in (torch.float64, torch.float32):
+        x = torch.from_numpy(images).to(dtype)
+        with torch.no_grad():
+            out = loaded.to(dtype).eval()(pixel_values=x)
+            found[dtype] = (out.logits if num_classes else out.pooler_output).double().numpy()
+            ours = torch_model.to(dtype).eval()(x).double().numpy()
+        gap = np.abs(found[dtype] - ours).max() / np.abs(ours).max()
+        if dtype == torch.float64:
+            assert gap < 1e-12, gap
+        print(f"transformers {transformers.__version__} {name} {dtype}: max rel {gap:.1e}")
+    floor = np.abs(found[torch.float32] - found[torch.float64]).max() / np.abs(ours).max()
+    assert gap < 10 * floor, (gap, floor)
