@@ -51,7 +51,7 @@ class StateDict:
     wrapper: str | None  # "model", "model_ema" or "state_dict" when wrapped, else None
     dtypes: tuple[str, ...]  # the dtypes stored in the file, before any conversion
     nonfinite: tuple[str, ...] = ()  # tensors holding NaN or Inf: converted as they are
-    layout: str = "official"  # the layout the keys were in: official, timm or hf
+    layout: str = "official"  # the layout the keys were in (formats.LAYOUTS)
     notes: tuple[str, ...] = ()  # value changes made on reading, said to the user
     skipped: tuple[str, ...] = ()  # other entries of a training checkpoint (optimizer, ...)
     config: dict | None = None  # a Hugging Face config.json beside the weights
@@ -71,7 +71,7 @@ def load_state_dict(
     source: str | Path | Mapping, layout: str = "auto", ema: bool = False, key: str | None = None
 ) -> StateDict:
     """The state_dict of `source` (a path or a mapping) in the official layout. `layout` is
-    "auto" (detected from the keys), "official", "timm" or "hf"; `ema` takes the EMA weights of
+    "auto" (detected from the keys) or one of formats.LAYOUTS; `ema` takes the EMA weights of
     a training checkpoint; `key` names the entry that holds the weights, for a wrapper this
     reader does not know. Raises ConversionError for anything that is not exactly that."""
     where = str(source) if isinstance(source, (str, Path)) else "state_dict"
@@ -95,8 +95,8 @@ def load_state_dict(
         if detected is None:
             sample = ", ".join(list(tensors)[:3]) or "no tensors at all"
             raise ConversionError(
-                f"{where}: not a ConvNeXt state_dict in the official, timm or Hugging Face "
-                f"layout (found {sample})"
+                f"{where}: not a ConvNeXt state_dict in any known layout "
+                f"({', '.join(formats.LAYOUT_NAMES)}; found {sample})"
             )
         layout = detected
     tensors, unmatched, renamed_notes = formats.to_official(tensors, layout)

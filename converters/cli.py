@@ -1,7 +1,8 @@
 """The `convnext` command line: it parses arguments and prints; the jobs are library functions
 in converters.pipeline, which a Python user calls with the same options as parameters.
 
-    convnext convert SRC DST [--from auto|official|timm|hf] [--to keras|keras-applications|official|timm|hf]
+    convnext convert SRC DST [--from auto|official|timm|hf|open_clip|fcmae|dinov3]
+                     [--to keras|keras-applications|official|timm|hf]
                      [--variant NAME] [--num-classes N] [--ema] [--no-top] [--force]
     convnext verify TORCH_SRC DEPLOYED [--size H W] [--batch N] [--images DIR] [--layout nhwc|nchw]
                     [--pixels 0-255|0-1] [--mean R G B] [--std R G B] [--output logits|probabilities]
@@ -32,7 +33,7 @@ from converters.errors import ConversionError
 from converters.spec import SpecError, names, parameter_count, spec_from_name
 from converters.startup import import_tensorflow_quietly
 
-LAYOUTS = ("auto", "official", "timm", "hf")
+LAYOUTS = ("auto", "official", "timm", "hf", "open_clip", "fcmae", "dinov3")
 TARGETS = ("keras", "keras-applications", "official", "timm", "hf")
 
 # Library parameters named in error messages (`variant`) -> the options that set them here.
@@ -175,11 +176,11 @@ def parser() -> argparse.ArgumentParser:
         "convert",
         help="PyTorch checkpoint -> Keras, Keras -> PyTorch, or one PyTorch layout -> another",
         description="Convert a ConvNeXt checkpoint. SRC: a PyTorch file (.pth/.pt/.bin, "
-        ".safetensors, or a Hugging Face directory) in the official, timm or Hugging Face "
-        "layout, or a Keras file (.keras, or .weights.h5 with --variant). DST's suffix picks "
-        "the target unless --to says: .keras/.weights.h5 -> keras, .pth/.pt/.bin/.safetensors "
-        "-> official; --to hf writes DST as a Hugging Face directory (config.json and "
-        "model.safetensors).",
+        ".safetensors, or a Hugging Face directory) in the official, timm, Hugging Face, "
+        "OpenCLIP, FCMAE or DINOv3 layout, or a Keras file (.keras, or .weights.h5 with "
+        "--variant). DST's suffix picks the target unless --to says: .keras/.weights.h5 -> "
+        "keras, .pth/.pt/.bin/.safetensors -> official; --to hf writes DST as a Hugging Face "
+        "directory (config.json and model.safetensors).",
     )
     convert.add_argument("src", type=Path, help="checkpoint to read")
     convert.add_argument("dst", type=Path, help="file to write (a directory with --to hf)")

@@ -11,6 +11,7 @@ adding a record.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -57,11 +58,47 @@ HF: tuple[tuple[str, str], ...] = (
 # ConvNextV2ForImageClassification: the same names under "convnextv2." instead of "convnext."
 HF_V2 = tuple((official, hf.replace("convnext.", "convnextv2.", 1)) for official, hf in HF)
 
+# official                          Hugging Face transformers (DINOv3ConvNextModel: no head)
+HF_DINOV3: tuple[tuple[str, str], ...] = (
+    ("downsample_layers.{i}.{k}.{p}",  "stages.{i}.downsample_layers.{k}.{p}"),  # 0: the stem
+    ("stages.{i}.{j}.dwconv.{p}",      "stages.{i}.layers.{j}.depthwise_conv.{p}"),
+    ("stages.{i}.{j}.norm.{p}",        "stages.{i}.layers.{j}.layer_norm.{p}"),
+    ("stages.{i}.{j}.pwconv1.{p}",     "stages.{i}.layers.{j}.pointwise_conv1.{p}"),
+    ("stages.{i}.{j}.pwconv2.{p}",     "stages.{i}.layers.{j}.pointwise_conv2.{p}"),
+    ("stages.{i}.{j}.gamma",           "stages.{i}.layers.{j}.gamma"),
+    ("norm.{p}",                       "layer_norm.{p}"),
+)  # fmt: skip
+
+# official                          OpenCLIP image tower: timm's ConvNeXt under visual.trunk.
+OPEN_CLIP: tuple[tuple[str, str], ...] = (
+    *((official, f"visual.trunk.{timm}") for official, timm in TIMM if official != "head.{p}"),
+    ("head.weight",                    "visual.head.proj.weight"),  # "linear": no bias
+    ("pre_logits.0.{p}",               "visual.head.mlp.fc1.{p}"),  # "mlp": Linear, GELU,
+    ("head.weight",                    "visual.head.mlp.fc2.weight"),  # Linear without bias
+)  # fmt: skip
+
+# official                          ConvNeXt V2's FCMAE pre-training (its sparse encoder)
+FCMAE: tuple[tuple[str, str], ...] = (
+    ("downsample_layers.0.{k}.{p}",    "encoder.downsample_layers.0.{k}.{p}"),  # dense stem
+    ("downsample_layers.{i}.0.{p}",    "encoder.downsample_layers.{i}.0.ln.{p}"),
+    ("downsample_layers.{i}.1.weight", "encoder.downsample_layers.{i}.1.kernel"),
+    ("downsample_layers.{i}.1.bias",   "encoder.downsample_layers.{i}.1.bias"),
+    ("stages.{i}.{j}.dwconv.weight",   "encoder.stages.{i}.{j}.dwconv.kernel"),
+    ("stages.{i}.{j}.dwconv.bias",     "encoder.stages.{i}.{j}.dwconv.bias"),
+    ("stages.{i}.{j}.norm.{p}",        "encoder.stages.{i}.{j}.norm.ln.{p}"),
+    ("stages.{i}.{j}.pwconv1.{p}",     "encoder.stages.{i}.{j}.pwconv1.linear.{p}"),
+    ("stages.{i}.{j}.pwconv2.{p}",     "encoder.stages.{i}.{j}.pwconv2.linear.{p}"),
+    ("stages.{i}.{j}.grn.gamma",       "encoder.stages.{i}.{j}.grn.gamma"),
+    ("stages.{i}.{j}.grn.beta",        "encoder.stages.{i}.{j}.grn.beta"),
+)  # fmt: skip
+
 MLP_WEIGHT = re.compile(r"stages\.\d+\.\d+\.pwconv[12]\.weight")
 GRN_PARAMETER = re.compile(r"stages\.\d+\.\d+\.grn\.(gamma|beta)")  # (1, 1, 1, C); timm: (C,)
 
 ReadFixup = Callable[[str, np.ndarray], tuple[np.ndarray, str | None]]  # -> value, note
 WriteFixup = Callable[[str, np.ndarray, ModelSpec | None], tuple[np.ndarray, str | None]]
+# (official tensors, skipped foreign tensors) -> notes; may add tensors, or raise
+Completion = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], list[str]]
 
 
 def unchanged_on_read(key: str, value: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -83,15 +120,21 @@ class KeyLayout:
     on_write: WriteFixup = unchanged_on_write  # official key, value, spec -> foreign value
     normalise_key: Callable[[str], str] = str  # a foreign key before renaming
     written_key: Callable[[str, ModelSpec | None], str] = lambda key, spec: key  # after it
+    skip: tuple[tuple[str, str], ...] = ()  # (regex, what it is): keys that are not the model's
+    complete: Completion | None = None  # what the layout lacks or holds twice
 
     def to_official(
         self, tensors: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
         """Rename a state_dict of this layout into the official one. Returns the renamed
         tensors, the keys no rule matched (the caller refuses them), and notes on value
-        changes made."""
-        renamed, unmatched, notes = {}, [], []
+        changes made and on keys skipped."""
+        renamed, unmatched, notes, skipped = {}, [], [], {}
         for key, value in tensors.items():
+            what = next((what for pattern, what in self.skip if re.match(pattern, key)), None)
+            if what is not None:
+                skipped[key] = value
+                continue
             official = rename(self.normalise_key(key), self.rules) if self.rules else key
             if official is None:
                 unmatched.append(key)
@@ -99,6 +142,9 @@ class KeyLayout:
             renamed[official], note = self.on_read(official, value)
             if note and note not in notes:
                 notes.append(note)
+        notes += skipped_notes(skipped, self.skip)
+        if self.complete is not None and not unmatched:
+            notes += self.complete(renamed, skipped)
         return renamed, unmatched, notes
 
     def from_official(
@@ -159,10 +205,68 @@ def timm_conv_mlp(spec: ModelSpec | None) -> bool:
 
 
 def hf_prefixed(key: str) -> str:
-    """ConvNextModel (no classifier) saves its keys without the "convnext." prefix."""
-    if key.startswith(("convnext.", "convnextv2.", "classifier.")):
-        return key
-    return f"convnext.{key}"
+    """ConvNextModel (no classifier) saves its keys without the "convnext." prefix;
+    DINOv3ConvNextModel holds its stages under "model." in memory (transformers 5), not in
+    its files."""
+    if key.startswith(("embeddings.", "encoder.", "layernorm.")):
+        return f"convnext.{key}"
+    return key.removeprefix("model.") if key.startswith("model.stages.") else key
+
+
+def skipped_notes(skipped: dict[str, np.ndarray], skip: tuple[tuple[str, str], ...]) -> list[str]:
+    """`skipped 12 tensors that are not the model's: 10 of the FCMAE decoder (decoder.*),
+    2 of ...`, one note."""
+    if not skipped:
+        return []
+    counts: dict[str, list[str]] = {}
+    for key in skipped:
+        what = next(what for pattern, what in skip if re.match(pattern, key))
+        counts.setdefault(what, []).append(key)
+    parts = [f"{len(keys)} of {what}" for what, keys in counts.items()]
+    return [f"skipped {len(skipped)} tensors that are not the model's: {', '.join(parts)}"]
+
+
+def fcmae_read(key: str, value: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """MinkowskiEngine's tensors in PyTorch's shapes (ConvNeXt-V2's remap_checkpoint_keys).
+    A kernel is (k*k, in, out), or (k*k, C) depthwise, its offsets listed with the first
+    spatial axis (H) fastest: entry h + k*w holds tap (h, w). Biases are (1, C), GRN (1, C)."""
+    if key.endswith(".weight") and value.ndim == 3:  # the 2x2 downsampling convs
+        taps, c_in, c_out = value.shape
+        k = math.isqrt(taps)
+        note = "sparse-conv kernels (k*k, in, out) read as (out, in, k, k)"
+        return value.reshape(k, k, c_in, c_out).transpose(3, 2, 1, 0), note  # [w,h,i,o]->[o,i,h,w]
+    if key.endswith("dwconv.weight") and value.ndim == 2:
+        taps, c = value.shape
+        k = math.isqrt(taps)
+        return value.reshape(k, k, c).transpose(2, 1, 0)[:, None], None  # -> (C, 1, h, w)
+    if GRN_PARAMETER.fullmatch(key) and value.ndim == 2:
+        return value.reshape(1, 1, 1, -1), None  # (1, C) -> (1, 1, 1, C)
+    if key.endswith(".bias") and value.ndim == 2:
+        return value.reshape(-1), None  # (1, C) -> (C,)
+    return value, None
+
+
+def fcmae_complete(tensors: dict[str, np.ndarray], skipped: dict) -> list[str]:
+    """The encoder has no final norm (the decoder follows it): added at the values fine-tuning
+    starts from, as ConvNeXt-V2's main_finetune.py and timm's .fcmae weights leave it."""
+    last = next((v.shape[0] for k, v in tensors.items() if k == "downsample_layers.3.1.bias"), None)
+    if last is None or "norm.weight" in tensors:
+        return []
+    tensors["norm.weight"] = np.ones(last, np.float32)
+    tensors["norm.bias"] = np.zeros(last, np.float32)
+    return [
+        "the FCMAE encoder has no final norm: norm.weight 1 and norm.bias 0 added, where "
+        "fine-tuning starts (the model outputs features; fine-tune before trusting them)"
+    ]
+
+
+def dinov3_complete(tensors: dict[str, np.ndarray], skipped: dict) -> list[str]:
+    """DINOv3's norms.3 is its final norm again (one module, two names): checked, not read."""
+    for p in ("weight", "bias"):
+        copy = skipped.get(f"norms.3.{p}")
+        if copy is not None and not np.array_equal(copy, tensors.get(f"norm.{p}")):
+            raise ConversionError(f"norms.3.{p} differs from norm.{p}: not a DINOv3 checkpoint")
+    return []
 
 
 OFFICIAL = KeyLayout(
@@ -182,19 +286,49 @@ TIMM_LAYOUT = KeyLayout(
 )
 HF_LAYOUT = KeyLayout(
     "hf",
-    rules=HF + HF_V2,
+    rules=HF + HF_V2 + HF_DINOV3,
     signatures=(
         "convnext.embeddings.patch_embeddings.weight",
         "convnextv2.embeddings.patch_embeddings.weight",
         "embeddings.patch_embeddings.weight",  # ConvNextModel: no "convnext." prefix
+        "stages.0.downsample_layers.0.weight",  # DINOv3ConvNextModel
+        "model.stages.0.downsample_layers.0.weight",
     ),
     normalise_key=hf_prefixed,
     written_key=hf.written_key,
 )
+DINOV3 = KeyLayout(  # Meta's dinov3 .pth files: the official names, the final norm twice
+    "dinov3",
+    rules=(),
+    signatures=("norms.3.weight",),
+    skip=((r"norms\.3\.", "DINOv3's second name for norm (norms.3.*, checked equal)"),),
+    complete=dinov3_complete,
+)
+OPEN_CLIP_LAYOUT = KeyLayout(
+    "open_clip",
+    rules=OPEN_CLIP,
+    signatures=("visual.trunk.stem.0.weight",),
+    on_read=timm_read,
+    skip=((r"(?!visual\.)", "the text tower and logit scale (outside visual.*)"),),
+)
+FCMAE_LAYOUT = KeyLayout(
+    "fcmae",
+    rules=FCMAE,
+    signatures=("encoder.downsample_layers.0.0.weight",),
+    on_read=fcmae_read,
+    skip=(
+        (r"decoder\.", "the FCMAE decoder (decoder.*)"),
+        (r"(mask_token|proj\.|pred\.)", "its mask token and projections"),
+    ),
+    complete=fcmae_complete,
+)
 
+# The layouts as users name them (`--from`), and below in the order detect() tries them.
+LAYOUT_NAMES = ("official", "timm", "hf", "open_clip", "fcmae", "dinov3")
 # Every layout, in the order detect() tries their signatures.
 LAYOUTS: dict[str, KeyLayout] = {
-    layout.name: layout for layout in (HF_LAYOUT, TIMM_LAYOUT, OFFICIAL)
+    layout.name: layout
+    for layout in (HF_LAYOUT, OPEN_CLIP_LAYOUT, FCMAE_LAYOUT, TIMM_LAYOUT, DINOV3, OFFICIAL)
 }
 
 _PLACEHOLDER = {

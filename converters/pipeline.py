@@ -51,7 +51,7 @@ from converters.spec import ModelSpec, SpecError, changes_from_variant, names, s
 from converters.verification import Verification
 from converters.verify import verify
 
-LAYOUTS = ("auto", "official", "timm", "hf")  # key layouts read
+LAYOUTS = ("auto", *formats.LAYOUT_NAMES)  # key layouts read
 TARGETS = ("keras", "keras-applications", "official", "timm", "hf")  # what convert_file writes
 SUFFIXES = {  # the files each target writes; hf: a directory
     "keras": KERAS_SUFFIXES,
@@ -96,10 +96,11 @@ def convert_file(
 ) -> ConversionResult:
     """Convert the checkpoint at `src` and write it to `dst`, every tensor accounted for.
 
-    src: a PyTorch file (.pth/.pt/.bin, .safetensors, a Hugging Face directory) in the
-    official, timm or Hugging Face `layout` ("auto": detected), or a Keras file (.keras, or
-    .weights.h5 with `variant`). target: "keras", "keras-applications", "official" or "timm";
-    None picks it from dst's suffix. ema: a training checkpoint's EMA weights. variant,
+    src: a PyTorch file (.pth/.pt/.bin, .safetensors, a Hugging Face directory) in one of
+    formats.LAYOUTS (official, timm, hf, open_clip, fcmae, dinov3; `layout` "auto": detected),
+    or a Keras file (.keras, or .weights.h5 with `variant`). target: "keras",
+    "keras-applications", "official", "timm" or "hf" (a directory); None picks it from dst's
+    suffix. ema: a training checkpoint's EMA weights. variant,
     num_classes: the model, when not read off the tensor shapes. include_top: with
     keras-applications, False writes include_top=False weights. force: overwrite dst.
     key: the entry of a training checkpoint that holds the weights, when it is none of
@@ -116,9 +117,7 @@ def convert_file(
         checked_spec(variant)  # a misspelt name is named before a large file is read
     if suffix_of(src, KERAS_SUFFIXES):
         if target not in ("official", "timm", "hf"):
-            raise ConversionError(
-                f"{src} is a Keras file already: `target` official, timm or hf"
-            )
+            raise ConversionError(f"{src} is a Keras file already: `target` official, timm or hf")
         if layout != "auto" or ema or key is not None:
             raise ConversionError(
                 "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"

@@ -116,7 +116,9 @@ def test_missing_and_extra_keys_are_named(capsys, tmp_path, torch_model):
 def test_unknown_layout_and_unknown_variant(capsys, tmp_path):
     torch.save({"conv1.weight": torch.zeros(2, 3, 3, 3)}, tmp_path / "resnet.pth")
     code, _, err = run(capsys, "convert", tmp_path / "resnet.pth", tmp_path / "o.keras")
-    assert_one_line_error(code, err, "not a ConvNeXt state_dict in the official, timm or")
+    assert_one_line_error(
+        code, err, "not a ConvNeXt state_dict in any known layout (official, timm"
+    )
     code, _, err = run(
         capsys,
         "convert",

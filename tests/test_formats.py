@@ -234,3 +234,10 @@ def test_convnext_v2_grn_names_and_shapes_in_every_layout():
         assert state.layout == layout
         assert set(state.tensors) == set(official)
         assert all(np.array_equal(state.tensors[k], official[k]) for k in official)
+
+
+def test_the_command_line_offers_every_layout():
+    from converters import cli
+
+    assert cli.LAYOUTS == ("auto", *formats.LAYOUT_NAMES)
+    assert sorted(formats.LAYOUT_NAMES) == sorted(formats.LAYOUTS)
