@@ -18,7 +18,7 @@ def randomise(model: torch.nn.Module) -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
-            if p.ndim == 1:
+            if p.ndim <= 1:  # (and CLIP's scalar logit scale)
                 p.copy_(0.5 + torch.rand(p.shape, generator=generator))  # norms, biases, gamma
             else:
                 p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)

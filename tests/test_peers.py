@@ -142,3 +142,62 @@ def test_hugging_face_directory_we_write_loads_in_transformers(
         print(f"transformers {transformers.__version__} {name} {dtype}: max rel {gap:.1e}")
     floor = np.abs(found[torch.float32] - found[torch.float64]).max() / np.abs(ours).max()
     assert gap < 10 * floor, (gap, floor)
+
+
+@needs_timm
+@pytest.mark.parametrize(
+    "model, variant",
+    [("convnext_base_w", "convnext_base"), ("convnext_large_d", "convnext_large_mlp")],
+)
+def test_open_clip_image_tower_to_keras(capsys, tmp_path, model, variant):
+    """A whole random OpenCLIP model (open_clip.create_model, pretrained=None): its image
+    tower converts, the text tower is skipped, and Keras gives encode_image's embedding."""
+    subprocess.run(
+        [TIMM_PYTHON, str(PEER_SCRIPT.with_name("peer_open_clip.py")), model, tmp_path],
+        check=True,
+        cwd=PEER_SCRIPT.parent,
+    )
+    io = np.load(tmp_path / "io.npz")
+    code, _, err = run(capsys, "convert", tmp_path / "clip.pt", tmp_path / "m.keras")
+    assert code == 0, err
+    assert "open_clip layout" in err and f"inferred {variant}" in err, err
+    found = keras_outputs(keras.models.load_model(tmp_path / "m.keras"), io["images"])["logits"]
+    expected = io["embedding"]
+    gap = np.abs(found - expected).max() / np.abs(expected).max()
+    print(f"open_clip {io['version']} {model}: embedding max rel {gap:.1e}")
+    assert gap < 1e-4
+
+
+@pytest.mark.parametrize("depths, dims", [((3, 3, 9, 3), (96, 192, 384, 768))])
+def test_hugging_face_dinov3_to_keras(capsys, tmp_path, depths, dims):
+    """transformers' DINOv3ConvNextModel (tiny's shapes, random weights): its pooled output is
+    the Keras model's, and its patch tokens are forward_patch_features."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.DINOv3ConvNextConfig(depths=list(depths), hidden_sizes=list(dims))
+    model = transformers.DINOv3ConvNextModel(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+    model.save_pretrained(tmp_path / "hf")
+    code, _, err = run(capsys, "convert", tmp_path / "hf", tmp_path / "m.keras")
+    assert code == 0, err
+    assert "hf layout" in err and "inferred convnext_tiny" in err and "num_classes=0" in err
+    images = np.random.default_rng(0).standard_normal((2, 3, 61, 127)).astype(np.float32)
+    with torch.no_grad():
+        out = model(pixel_values=torch.from_numpy(images))
+    keras_model = keras.models.load_model(tmp_path / "m.keras")
+    pooled = keras_outputs(keras_model, images)["logits"]
+    patches = keras.ops.convert_to_numpy(
+        keras_model.forward_patch_features(images.transpose(0, 2, 3, 1))
+    )
+    for name, found, expected in [
+        ("pooler_output", pooled, out.pooler_output.numpy()),
+        ("patch tokens", patches, out.last_hidden_state[:, 1:].numpy()),
+    ]:
+        gap = np.abs(found - expected).max() / np.abs(expected).max()
+        print(f"transformers {transformers.__version__} DINOv3 {name}: max rel {gap:.1e}")
+        assert gap < 1e-4, (name, gap)
