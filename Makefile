@@ -48,16 +48,20 @@ test-min: .venv-min/.installed
 fuzz: $(STAMP)
 	CONVNEXT_FUZZ_EXAMPLES=2000 $(PY) -m pytest tests/test_fuzz.py
 
-# Optional: the suite again with the real peers (transformers; timm in its own environment,
-# which needs torch 2.14.1 + torchvision, a multi-GB CUDA build). Not part of `make test`.
+# Optional: the suite again with the real peers (transformers and Keras on JAX in .venv-peers;
+# timm and open_clip in their own environment, which needs torch 2.14.1 + torchvision, a
+# multi-GB CUDA build, whose triton crashes when imported after TensorFlow: uninstalled after
+# every install there). Not part of `make test`.
 test-peers:
 	$(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt -e '.[cpu,test,peers]'
+		-c constraints.txt -e '.[cpu,test,peers,jax]'
 	$(PYTHON) -m venv .venv-timm
 	.venv-timm/bin/python -m pip install --quiet --disable-pip-version-check \
-		torch==2.14.1 torchvision==0.29.1 timm==1.0.31 safetensors==0.8.0 numpy==2.4.6
-	CONVNEXT_TIMM_PYTHON=.venv-timm/bin/python .venv-peers/bin/python -m pytest -m peer -s
+		torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open-clip-torch==3.3.0 \
+		safetensors==0.8.0 numpy==2.4.6
+	.venv-timm/bin/python -m pip uninstall --quiet --yes triton
+	CONVNEXT_TIMM_PYTHON=$(CURDIR)/.venv-timm/bin/python .venv-peers/bin/python -m pytest -m peer -s
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

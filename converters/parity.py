@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from convnext_tf.model import mean as keras_mean
+
 
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Set every parameter to a random, non-degenerate value, in place: kernels with std
@@ -165,7 +167,7 @@ def keras_trace(model: keras.Model, images) -> dict:
         model,
         images,
         lambda f, x: f(x, training=False),
-        lambda x: keras.ops.mean(x, axis=(1, 2)),
+        lambda x: keras_mean(x, axis=(1, 2)),
     )
 
 

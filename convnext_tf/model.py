@@ -54,6 +54,20 @@ def sequential(sublayers: list, name: str, dtype) -> keras.Sequential:
     return model
 
 
+def mean(x, axis, keepdims: bool = False):
+    """The mean over `axis`, in x's dtype. Keras-only: keras.ops.mean on the JAX backend
+    averages in float32 whatever the input (keras 3.15 asks jnp.mean for dtype
+    result_type(x.dtype, "float32"), which is float32), 1e-8 off in float64."""
+    axes = (axis,) if isinstance(axis, int) else axis
+    count = 1
+    for a in axes:
+        size = ops.shape(x)[a]  # a tensor where H and W are known only when called
+        if size is None:  # a symbolic KerasTensor, whose shape alone is computed
+            return ops.mean(x, axis=axis, keepdims=keepdims)
+        count = count * size
+    return ops.sum(x, axis=axis, keepdims=keepdims) / ops.cast(count, x.dtype)
+
+
 def conv(filters: int, kernel_size: int, strides: int, **kwargs) -> layers.Conv2D:
     """A Conv2D with PyTorch's defaults: padding="valid", which floors odd sizes like PyTorch
     ("same" would pad and diverge), and the official initialisation. Keras-only: PyTorch spells
@@ -123,9 +137,9 @@ class LayerNorm(layers.Layer):
 
     def call(self, x):
         # C is the last axis in every Keras layout, so one form serves stem, blocks and head
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        var = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)  # biased, like PyTorch
-        x = (x - mean) / ops.sqrt(var + self.eps)
+        mu = mean(x, axis=-1, keepdims=True)
+        var = mean(ops.square(x - mu), axis=-1, keepdims=True)  # biased, like PyTorch
+        x = (x - mu) / ops.sqrt(var + self.eps)
         return self.weight * x + self.bias
 
     def get_config(self) -> dict:
@@ -154,7 +168,7 @@ class RMSNorm(layers.Layer):
 
     def call(self, x):
         # C is the last axis in every Keras layout: no channels_first form
-        x = x / ops.sqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.eps)
+        x = x / ops.sqrt(mean(ops.square(x), axis=-1, keepdims=True) + self.eps)
         return self.weight * x
 
     def get_config(self) -> dict:
@@ -184,8 +198,8 @@ class SimpleNorm(layers.Layer):
 
     def call(self, x):
         # C is the last axis in every Keras layout: no channels_first form
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        var = ops.sum(ops.square(x - mean), axis=-1, keepdims=True) / (x.shape[-1] - 1)
+        mu = mean(x, axis=-1, keepdims=True)
+        var = ops.sum(ops.square(x - mu), axis=-1, keepdims=True) / (x.shape[-1] - 1)
         x = x / ops.sqrt(var + self.eps)
         return self.weight * x
 
@@ -232,7 +246,7 @@ class GRN(layers.Layer):
 
     def call(self, x):
         gx = ops.sqrt(ops.sum(ops.square(x), axis=(1, 2), keepdims=True))  # -> (N, 1, 1, C)
-        nx = gx / (ops.mean(gx, axis=-1, keepdims=True) + 1e-6)
+        nx = gx / (mean(gx, axis=-1, keepdims=True) + 1e-6)
         return self.gamma * (x * nx) + self.beta + x
 
     def get_config(self) -> dict:
@@ -512,7 +526,7 @@ class ConvNeXt(keras.Model):
 
     def forward_features(self, x, training=None):
         x = self.norm_pre(self.forward_stages(x, training=training)[-1])
-        return self.norm(ops.mean(x, axis=(1, 2)))  # global average pool: (N, H, W, C) -> (N, C)
+        return self.norm(mean(x, axis=(1, 2)))  # global average pool: (N, H, W, C) -> (N, C)
 
     def forward_patch_features(self, x, training=None):
         """The final norm applied to every position of the last feature map, (N, H * W, C) in
@@ -731,7 +745,7 @@ class ConvNeXtIsotropic(keras.Model):
 
     def forward_features(self, x, training=None):
         x = self.forward_stages(x, training=training)[-1]
-        return self.norm(ops.mean(x, axis=(1, 2)))  # global average pool: (N, H, W, C) -> (N, C)
+        return self.norm(mean(x, axis=(1, 2)))  # global average pool: (N, H, W, C) -> (N, C)
 
     def call(self, x, training=None):
         x = self.forward_features(x, training=training)
@@ -759,6 +773,7 @@ def create_model(
     head_init_scale, use_grn, ... `dtype` is a Keras dtype policy ("float32", "float64",
     "mixed_bfloat16", ...) for every layer; None takes Keras' global policy."""
     spec = resolve(name_or_spec, **overrides)
+    check_float64_backend(dtype)
     model_class = {
         "classifier": ConvNeXt,
         "backbone": ConvNeXtBackbone,
@@ -767,6 +782,20 @@ def create_model(
     model = model_class(**spec.arguments(), name=spec.name, dtype=dtype)
     model(keras.Input(shape=(None, None, spec.in_chans)))  # builds; export() needs a call
     return model
+
+
+def check_float64_backend(dtype) -> None:
+    """Keras-only: JAX computes float64 only with jax_enable_x64 (JAX_ENABLE_X64=1), and
+    otherwise rounds silently to float32; say so instead."""
+    if keras.backend.backend() != "jax" or "float64" not in str(dtype):
+        return
+    import jax
+
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            "float64 on Keras' JAX backend needs JAX_ENABLE_X64=1 (or "
+            "jax.config.update('jax_enable_x64', True)) first; JAX would compute float32"
+        )
 
 
 def create_backbone(
