@@ -149,15 +149,24 @@ def test_inspect_keras_files(capsys, tmp_path, official):
     assert code == 0 and VARIANT in out and "classes:        10" in out
 
 
-def test_keras_applications_target_loads_and_agrees(capsys, tmp_path):
-    torch_model = random_torch_model("convnext_tiny", seed=42, num_classes=10).eval()
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "convnext_tiny",
+        *(
+            pytest.param(v, marks=pytest.mark.exhaustive)  # 50M..350M parameters
+            for v in ("convnext_small", "convnext_base", "convnext_large", "convnext_xlarge")
+        ),
+    ],
+)
+def test_keras_applications_target_loads_and_agrees(capsys, tmp_path, variant):
+    torch_model = random_torch_model(variant, seed=42, num_classes=10).eval()
     src = write({k: v.numpy() for k, v in torch_model.state_dict().items()}, tmp_path / "t.pth")
     dst = tmp_path / "kapp.weights.h5"
     code, _, err = run(capsys, "convert", src, dst, "--to", "keras-applications")
     assert code == 0, err
-    model = keras.applications.ConvNeXtTiny(
-        weights=str(dst), classes=10, classifier_activation=None
-    )
+    constructor = getattr(keras.applications, keras_applications.CONSTRUCTORS[variant])
+    model = constructor(weights=str(dst), classes=10, classifier_activation=None)
     x = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
     pixels = keras_applications.to_pixels(x).transpose(0, 2, 3, 1).astype(np.float32)
     with torch.no_grad():
@@ -169,7 +178,7 @@ def test_keras_applications_target_loads_and_agrees(capsys, tmp_path):
     no_top = tmp_path / "notop.weights.h5"
     code, _, err = run(capsys, "convert", src, no_top, "--to", "keras-applications", "--no-top")
     assert code == 0 and "skipped (no top): head.weight, head.bias" in err
-    features = keras.applications.ConvNeXtTiny(
+    features = constructor(
         weights=str(no_top), include_top=False, input_shape=(None, None, 3), pooling="avg"
     )
     with torch.no_grad():
