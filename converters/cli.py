@@ -30,7 +30,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from converters.errors import ConversionError
-from converters.spec import SpecError, names, parameter_count, spec_from_name
+from converters.spec import (
+    CHECKPOINTS,
+    VARIANT_OPTIONS,
+    SpecError,
+    names,
+    parameter_count,
+    spec_from_name,
+)
 from converters.startup import import_tensorflow_quietly
 
 LAYOUTS = ("auto", "official", "timm", "hf", "open_clip", "fcmae", "dinov3")
@@ -396,11 +403,20 @@ def run_inspect(args: argparse.Namespace, pipeline) -> int:
 
 
 def run_variants(args: argparse.Namespace, pipeline=None) -> int:
-    print(f"{'name':<26}{'depths':<16}{'dims':<26}{'parameters':>12}")
+    print(f"{'name':<26}{'depths':<16}{'dims':<26}{'parameters':>12}  differs by")
     for name in names():
         spec = spec_from_name(name)
-        print(f"{name:<26}{str(spec.depths):<16}{str(spec.dims):<26}{parameter_count(spec):>12,}")
+        differs = ", ".join(f"{k} {v}" for k, v in VARIANT_OPTIONS.get(name, {}).items())
+        print(
+            f"{name:<26}{str(spec.depths):<16}{str(spec.dims):<26}"
+            f"{parameter_count(spec):>12,}  {differs}".rstrip()
+        )
     print("parameters: 1000 classes, 3 input channels; isotropic models: one stage")
+    print(f"\n{'published checkpoint':<29}{'layout':<11}{'converts to':<20}{'parameters':>12}")
+    for release, (layout, name, changes) in CHECKPOINTS.items():
+        count = parameter_count(spec_from_name(name, **changes))
+        head = ", ".join(f"{k}={v}" for k, v in changes.items())
+        print(f"{release:<29}{layout:<11}{name:<20}{count:>12,}  {head}")
     return 0
 
 

@@ -86,6 +86,27 @@ VARIANT_OPTIONS: dict[str, dict] = {
     "convnext_xxlarge":       {"norm_eps": 1e-5},
 }  # fmt: skip
 
+# Published checkpoints that are a variant with another head: what `convnext convert` builds
+# for each (layout: how its file names the tensors, converters.formats). OpenCLIP's image
+# towers end in a projection to the embedding without bias.
+CLIP = {"head_bias": False}
+# release                       (layout, variant, changes)
+CHECKPOINTS: dict[str, tuple[str, str, dict]] = {
+    "open_clip convnext_base":     ("open_clip", "convnext_base", {"num_classes": 512, **CLIP}),
+    "open_clip convnext_base_w":   ("open_clip", "convnext_base", {"num_classes": 640, **CLIP}),
+    "open_clip convnext_large_d":  ("open_clip", "convnext_large_mlp", {"num_classes": 768, **CLIP}),  # noqa: E501
+    "open_clip convnext_xxlarge":  ("open_clip", "convnext_xxlarge", {"num_classes": 1024, **CLIP}),
+    "dinov3 convnext_tiny":        ("dinov3", "convnext_tiny", {"num_classes": 0}),
+    "dinov3 convnext_small":       ("dinov3", "convnext_small", {"num_classes": 0}),
+    "dinov3 convnext_base":        ("dinov3", "convnext_base", {"num_classes": 0}),
+    "dinov3 convnext_large":       ("dinov3", "convnext_large", {"num_classes": 0}),
+    **{
+        f"fcmae {size}":           ("fcmae", size, {"num_classes": 0})
+        for size in ("convnextv2_atto", "convnextv2_femto", "convnextv2_pico", "convnextv2_nano",
+                     "convnextv2_tiny", "convnextv2_base", "convnextv2_large", "convnextv2_huge")
+    },
+}  # fmt: skip
+
 # What a family changes beyond depths and dims (the prefix of the variant name).
 FAMILY_DEFAULTS: dict[str, dict] = {
     "convnext": {},

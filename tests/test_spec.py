@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from converters.spec import (
+    CHECKPOINTS,
     HIDDEN_FIELDS,
     ISOTROPIC_VARIANTS,
     VARIANTS,
@@ -165,3 +166,22 @@ def test_what_no_tensor_shows_is_looked_up_by_the_rest():
 )
 def test_the_stem_width_is_timms_make_divisible(stem, dim, width):
     assert stem_width(stem, dim) == width
+
+
+@pytest.mark.parametrize("release", list(CHECKPOINTS))
+def test_a_published_checkpoint_is_read_as_its_variant(release):
+    """What `convert` infers from a checkpoint of the release's shapes (meta device: no
+    memory) is the variant CHECKPOINTS names, with its changes: OpenCLIP's xxlarge gets eps
+    1e-5 from the variant, which no tensor holds."""
+    import torch
+
+    import convnext_torch
+    from converters.checkpoint import StateDict
+    from converters.convert import resolve_spec
+
+    _, variant, changes = CHECKPOINTS[release]
+    expected = spec_from_name(variant, **changes)
+    with torch.device("meta"):
+        model = convnext_torch.create_model(expected)
+    state = StateDict({k: v for k, v in model.state_dict().items()}, "meta", None, ())
+    assert resolve_spec(state) == expected
