@@ -1,6 +1,6 @@
 """Measure the parity numbers quoted in the README, for every variant.
 
-    .venv/bin/python benchmarks/parity.py [--out benchmarks/parity.md]
+    .venv/bin/python benchmarks/parity.py [--out benchmarks/parity.md] [--variants NAME ...]
 
 Same procedure as tests/test_parity.py (randomised weights, batch 2, 61x127 for every variant,
 224x224 for the small ones); prints a markdown table of logit differences: float64 PyTorch vs
@@ -72,16 +72,17 @@ def measure(variant: str, height: int, width: int, seed: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--variants", nargs="+", default=names(), help="default: every one")
     args = parser.parse_args()
     lines = [
         "| variant | input | float64 rel. | float32 abs. | PyTorch f32 err | Keras f32 err "
         "| worst gap / PyTorch err (any stage) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for variant in names():
+    for variant in args.variants:
         lines.append(measure(variant, *ODD_SIZE, seed=1))
         print(lines[-1], flush=True)
-    for variant in SMALL:
+    for variant in [v for v in SMALL if v in args.variants]:
         lines.append(measure(variant, 224, 224, seed=2))
         print(lines[-1], flush=True)
     if args.out:

@@ -122,6 +122,7 @@ class KeyLayout:
     written_key: Callable[[str, ModelSpec | None], str] = lambda key, spec: key  # after it
     skip: tuple[tuple[str, str], ...] = ()  # (regex, what it is): keys that are not the model's
     complete: Completion | None = None  # what the layout lacks or holds twice
+    complete_on_write: Callable[[dict, ModelSpec | None], list[str]] | None = None  # the same
 
     def to_official(
         self, tensors: dict[str, np.ndarray]
@@ -161,6 +162,8 @@ class KeyLayout:
             out[self.written_key(target, spec)], note = self.on_write(key, value, spec)
             if note and note not in notes:
                 notes.append(note)
+        if self.complete_on_write is not None:
+            notes += self.complete_on_write(out, spec)
         return out, notes
 
 
@@ -197,6 +200,16 @@ def timm_write(key: str, value: np.ndarray, spec: ModelSpec | None):
     if GRN_PARAMETER.fullmatch(key):
         return value.reshape(-1), None  # (1, 1, 1, C) -> timm's (C,)
     return value, None
+
+
+def timm_complete_on_write(tensors: dict[str, np.ndarray], spec: ModelSpec | None) -> list[str]:
+    """timm's classifier always has a bias; OpenCLIP's projection has none: a zero bias is the
+    same function (what timm's own loader adds for OpenCLIP weights)."""
+    weight = tensors.get("head.fc.weight")
+    if weight is None or "head.fc.bias" in tensors:
+        return []
+    tensors["head.fc.bias"] = np.zeros(weight.shape[0], weight.dtype)
+    return ["head.fc.bias added as zeros (timm's classifier has a bias, this head none)"]
 
 
 def timm_conv_mlp(spec: ModelSpec | None) -> bool:
@@ -283,6 +296,7 @@ TIMM_LAYOUT = KeyLayout(
     signatures=("stem.0.weight",),
     on_read=timm_read,
     on_write=timm_write,
+    complete_on_write=timm_complete_on_write,
 )
 HF_LAYOUT = KeyLayout(
     "hf",

@@ -227,3 +227,7 @@ def test_open_clip_image_tower_reads_with_its_projection(capsys, tmp_path, head)
     assert code == 0, err
     assert "open_clip layout" in err and "head_bias=False" in err
     assert_same_logits(torch_model, keras.models.load_model(tmp_path / "m.keras"))
+    code, _, err = run(capsys, "convert", tmp_path / "c.pt", tmp_path / "t.pth", "--to", "timm")
+    assert code == 0 and "head.fc.bias added as zeros" in err, err
+    timm = torch.load(tmp_path / "t.pth")
+    assert not timm["head.fc.bias"].any() and timm["head.fc.weight"].shape == (32, 320)

@@ -56,6 +56,9 @@ def test_timm_model_to_keras_and_back(capsys, tmp_path, variant):
     np.testing.assert_allclose(
         logits, io["logits"], rtol=1e-4, atol=1e-4 * np.abs(io["logits"]).max()
     )
+    gap = np.abs(logits - io["logits"]).max() / np.abs(io["logits"]).max()
+    with capsys.disabled():  # run() reads what the command printed
+        print(f"timm {io['timm']} {variant} -> Keras: logits max rel {gap:.1e}")
 
     back = tmp_path / "back.safetensors"
     assert run(capsys, "convert", tmp_path / "m.keras", back, "--to", "timm")[0] == 0
