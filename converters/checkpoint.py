@@ -99,7 +99,16 @@ def load_state_dict(
                 f"({', '.join(formats.LAYOUT_NAMES)}; found {sample})"
             )
         layout = detected
-    tensors, unmatched, renamed_notes = formats.to_official(tensors, layout)
+    try:
+        tensors, unmatched, renamed_notes = formats.to_official(tensors, layout)
+    except ConversionError as e:
+        raise ConversionError(f"{where}: {e}") from None
+    looks_like = detected not in (None, layout)
+    if not tensors and not unmatched:
+        hint = f": the keys look like the {detected} layout" if looks_like else ""
+        raise ConversionError(f"{where}: no tensor of the model in the {layout} layout{hint}")
+    if looks_like and not unmatched:
+        renamed_notes.append(f"the keys look like the {detected} layout, read as {layout}")
     if unmatched:
         more = f", and {len(unmatched) - 4} more" if len(unmatched) > 4 else ""
         looks_like = detected not in (None, layout)

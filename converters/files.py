@@ -372,6 +372,9 @@ def write_hf_directory(
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
             f.write("\n")
+        mode = usual_mode(tmp)  # safetensors makes 0600 files; the usual 0666 less the umask
+        for name in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, name), mode)
 
 
 def write_keras(model: keras.Model, dst: Path, force: bool = False) -> None:

@@ -31,6 +31,7 @@ from converters.convert import (
     keras_to_torch,
     resolve_spec,
     torch_to_keras,
+    with_hidden_fields,
 )
 from converters.errors import ConversionError
 from converters.export import export_destination_problem, export_model
@@ -52,6 +53,7 @@ from converters.verification import Verification
 from converters.verify import verify
 
 LAYOUTS = ("auto", *formats.LAYOUT_NAMES)  # key layouts read
+HF_FILES = ("config.json", "model.safetensors")  # what `target` hf writes
 TARGETS = ("keras", "keras-applications", "official", "timm", "hf")  # what convert_file writes
 SUFFIXES = {  # the files each target writes; hf: a directory
     "keras": KERAS_SUFFIXES,
@@ -377,6 +379,13 @@ def check_hf_destination(dst: Path, force: bool, src: Path) -> None:
             raise ConversionError(
                 f"{dst}: exists and is not a Hugging Face directory; `force` replaces only those"
             )
+        others = sorted(p.name for p in dst.iterdir() if p.name not in HF_FILES)
+        if others:
+            listed = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+            raise ConversionError(
+                f"{dst}: holds files this command does not write ({listed}); `force` would "
+                "delete them: write elsewhere, or remove them first"
+            )
     if not dst.parent.is_dir():
         raise ConversionError(f"{dst.parent}: no such directory")
     check_writable(dst)
@@ -506,6 +515,10 @@ def inspect_file(
         rows.append(("not backbone", f"{len(state.outside_backbone)} tensors (neck, heads)"))
     try:
         spec = infer_spec(state)
+        try:
+            spec = with_hidden_fields(spec, state.source)  # SimpleNorm vs RMSNorm, eps
+        except ConversionError:
+            pass  # no named variant: said below
         variant = (
             spec.name
             if spec.name in names()

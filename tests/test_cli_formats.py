@@ -276,5 +276,10 @@ def test_hf_target_replaces_only_a_hugging_face_directory(capsys, tmp_path, offi
     code, _, err = run(capsys, "convert", src, tmp_path / "hf", "--to", "hf")
     assert_one_line_error(code, err, "exists; pass --force")
     assert run(capsys, "convert", src, tmp_path / "hf", "--to", "hf", "--force")[0] == 0
+    assert (tmp_path / "hf" / "model.safetensors").stat().st_mode & 0o044  # not safetensors' 0600
+    (tmp_path / "hf" / "preprocessor_config.json").write_text("{}")  # someone else's file
+    code, _, err = run(capsys, "convert", src, tmp_path / "hf", "--to", "hf", "--force")
+    assert_one_line_error(code, err, "holds files this command does not write")
+    assert (tmp_path / "hf" / "preprocessor_config.json").exists()
     code, _, err = run(capsys, "convert", src, tmp_path / "hf.safetensors", "--to", "hf")
     assert_one_line_error(code, err, "--to hf writes a directory, not a file")

@@ -231,3 +231,26 @@ def test_open_clip_image_tower_reads_with_its_projection(capsys, tmp_path, head)
     assert code == 0 and "head.fc.bias added as zeros" in err, err
     timm = torch.load(tmp_path / "t.pth")
     assert not timm["head.fc.bias"].any() and timm["head.fc.weight"].shape == (32, 320)
+
+
+def test_wrong_layout_names_the_right_one(capsys, tmp_path, dinov3_model):
+    """A layout forced on a file of another says which one the keys look like."""
+    official = official_of(dinov3_model)
+    torch.save({k: torch.from_numpy(v) for k, v in official.items()}, tmp_path / "m.pth")
+    code, _, err = run(
+        capsys, "convert", tmp_path / "m.pth", tmp_path / "m.keras", "--from", "open_clip"
+    )
+    assert_one_line_error(
+        code, err, "no tensor of the model in the open_clip layout", "official layout"
+    )
+
+
+def test_inspect_tells_simplenorm_from_rmsnorm(capsys, tmp_path):
+    torch_model = random_torch_model("convnext_zepto_rms", seed=75)
+    write_path = tmp_path / "z.safetensors"
+    from safetensors.numpy import save_file
+
+    save_file(write_layout(official_of(torch_model), "timm"), str(write_path))
+    code, out, err = run(capsys, "inspect", write_path)
+    assert code == 0, err
+    assert "convnext_zepto_rms" in out and "unknown" not in out
