@@ -59,6 +59,8 @@ def mean(x, axis, keepdims: bool = False):
     averages in float32 whatever the input (keras 3.15 asks jnp.mean for dtype
     result_type(x.dtype, "float32"), which is float32), 1e-8 off in float64."""
     axes = (axis,) if isinstance(axis, int) else axis
+    if all(x.shape[a] is not None for a in axes):  # eager, and C always: a Python int
+        return ops.sum(x, axis=axis, keepdims=keepdims) / math.prod(x.shape[a] for a in axes)
     count = 1
     for a in axes:
         size = ops.shape(x)[a]  # a tensor where H and W are known only when called
