@@ -75,8 +75,12 @@ format: $(STAMP)
 diff:
 	diff --side-by-side --width=200 convnext_torch/model.py convnext_tf/model.py | less -S
 
+# Speed and memory against the peers, each implementation in a process of its own (about 30
+# minutes for two rounds; BENCH="--quick" for one round without torch.compile and the slowest
+# keras.applications modes). timm and transformers are timed where `make test-peers` made
+# their environments, skipped with a line otherwise. Results: benchmarks/results.{md,json}.
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) .venv-min .venv-peers .venv-timm build *.egg-info .pytest_cache .ruff_cache

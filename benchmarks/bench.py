@@ -1,108 +1,415 @@
-"""`make bench`: speed of the two implementations against peers, in the same run.
+"""`make bench`: speed and memory of this project against its peers, in one run.
 
-Measures inference latency (median of several runs, after warm-up) of ConvNeXt-T at 224x224:
-  - convnext_torch (PyTorch eager, no_grad)
-  - convnext_tf (Keras 3, called through a tf.function)
-  - keras.applications.ConvNeXtTiny (the peer; weights=None, nothing downloaded; it builds the
-    depthwise conv as a grouped Conv2D), also through a tf.function
-and the time to convert a ConvNeXt-T state_dict into a built Keras model.
-Results go to benchmarks/results.md (quoted in the README); ratios are against PyTorch.
+Every figure comes from a process of its own (benchmarks/bench_worker.py): what one framework
+loads changes the other's speed, and a user runs one of them. Implementations are interleaved
+over ROUNDS rounds; each figure is the lowest of the rounds' medians (a shared machine only
+ever adds time). Ratios are against peers measured in the same run.
+
+1. PyTorch inference of ConvNeXt-T at 224x224: ours as create_model returns it, ours in
+   channels_last, ours under torch.compile; timm (in .venv-timm) and transformers'
+   ConvNextForImageClassification (in .venv-peers), random weights. A peer whose environment
+   is missing is skipped with a line that says so (`make test-peers` makes both).
+2. Keras inference: ours and keras.applications.ConvNeXtTiny(weights=None), eager model(x),
+   predict, a tf.function, and XLA (jit_compile=True).
+3. Deployed: the SavedModel and .tflite that `convnext export` writes, through the serving
+   signature and the LiteRT interpreter.
+4. Conversion of convnext_xlarge (350M parameters, a 1.4 GB float32 checkpoint) from .pth and
+   .safetensors to .weights.h5 and .keras: time and peak RSS, against the floor of reading
+   the same file and writing the same bytes with h5py.
+5. Start-up: `convnext --help`, `convnext inspect` of a small file, and building variants.
+
+    .venv/bin/python benchmarks/bench.py [--rounds N] [--quick]
+
+Results: benchmarks/results.md and benchmarks/results.json (the README quotes them).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import platform
-import statistics
+import shutil
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from converters.startup import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-import keras
-import numpy as np
-import tensorflow as tf
-import torch
-
-import convnext_tf
-import convnext_torch
-from converters import torch_to_keras
-
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("bench_worker.py")
 RESULTS = Path(__file__).with_name("results.md")
-VARIANT, SIZE, REPEATS = "convnext_tiny", 224, 7
+RESULTS_JSON = Path(__file__).with_name("results.json")
+OURS = sys.executable
+PYTHONS = {
+    "timm": ROOT / ".venv-timm" / "bin" / "python",
+    "transformers": ROOT / ".venv-peers" / "bin" / "python",
+}
+TORCH_IMPLS = ["torch", "torch-channels_last", "torch-compile", "timm", "transformers"]
+KERAS_IMPLS = [
+    "keras-eager",
+    "keras-predict",
+    "keras-function",
+    "keras-xla",
+    "kapp-eager",
+    "kapp-predict",
+    "kapp-function",
+    "kapp-xla",
+]
+DEPLOYED_IMPLS = ["savedmodel", "tflite"]
+BATCHES = (1, 16)
+LABELS = {
+    "torch": "ours, as create_model returns it",
+    "torch-channels_last": "ours, model and input channels_last",
+    "torch-compile": "ours, torch.compile",
+    "timm": "timm convnext_tiny",
+    "transformers": "transformers ConvNextForImageClassification",
+    "keras-eager": "ours, eager model(x)",
+    "keras-predict": "ours, model.predict",
+    "keras-function": "ours, tf.function",
+    "keras-xla": "ours, tf.function(jit_compile=True)",
+    "kapp-eager": "keras.applications, eager model(x)",
+    "kapp-predict": "keras.applications, model.predict",
+    "kapp-function": "keras.applications, tf.function",
+    "kapp-xla": "keras.applications, tf.function(jit_compile=True)",
+    "savedmodel": "SavedModel (convnext export), serving signature",
+    "tflite": ".tflite (convnext export), LiteRT interpreter",
+}
 
 
-def median_seconds(fn, repeats: int = REPEATS) -> float:
-    fn()  # warm-up: traces tf.functions, allocates
-    times = []
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def python_for(impl: str) -> Path | str | None:
+    if impl in PYTHONS:
+        return PYTHONS[impl] if PYTHONS[impl].exists() else None
+    return OURS
+
+
+def run_worker(impl: str, batch: int, repeats: int, artifact: str | None) -> float | None:
+    python = python_for(impl)
+    command = [str(python), str(WORKER), impl, str(batch), "--repeats", str(repeats)]
+    if artifact:
+        command += ["--artifact", artifact]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        say(f"  {impl} batch {batch}: failed ({last[:200]})")
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])["median_ms"]
+
+
+def inference(rounds: int, artifacts: dict[str, str], quick: bool) -> dict:
+    """impl -> batch -> lowest median over the rounds (ms)."""
+    impls = [*TORCH_IMPLS, *KERAS_IMPLS, *DEPLOYED_IMPLS]
+    for impl in impls:
+        if python_for(impl) is None:
+            say(f"skipped {impl}: no {PYTHONS[impl]} (`make test-peers` makes it)")
+    impls = [i for i in impls if python_for(i) is not None]
+    if quick:
+        impls = [i for i in impls if i not in ("torch-compile", "kapp-eager", "kapp-xla")]
+    found: dict[str, dict[int, list[float]]] = {i: {b: [] for b in BATCHES} for i in impls}
+    for round_ in range(1, rounds + 1):
+        for batch in BATCHES:
+            for impl in impls:  # interleaved: every implementation once per round
+                repeats = 5 if batch == 1 else 3
+                median = run_worker(impl, batch, repeats, artifacts.get(impl))
+                if median is not None:
+                    found[impl][batch].append(median)
+                    say(f"round {round_} batch {batch:>2} {impl:<20} {median:8.1f} ms")
+    return {i: {b: min(v) for b, v in by.items() if v} for i, by in found.items()}
+
+
+def export_artifacts(workdir: Path) -> dict[str, str]:
+    """The SavedModel and .tflite of a random convnext_tiny, written by `convnext export`."""
+    code = (
+        "import sys, torch, convnext_torch; "
+        "torch.save(convnext_torch.create_model('convnext_tiny').state_dict(), sys.argv[1])"
+    )
+    checkpoint = workdir / "tiny.pth"
+    subprocess.run([OURS, "-c", code, str(checkpoint)], check=True, cwd=ROOT)
+    artifacts = {}
+    for impl, name in (("savedmodel", "tiny_savedmodel"), ("tflite", "tiny.tflite")):
+        result = subprocess.run(
+            [str(Path(OURS).with_name("convnext")), "export", str(checkpoint), str(workdir / name)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            artifacts[impl] = str(workdir / name)
+        else:
+            say(f"skipped {impl}: export failed ({result.stderr.strip().splitlines()[-1]})")
+    return artifacts
+
+
+# --- conversion and start-up: time and peak memory of whole commands ------------------------
+
+# Runs a command and prints its wall time and the peak RSS of the process tree it waited for.
+MEASURE = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "peak_mb": resource.getrusage(
+    resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "code": code}))
+"""
+
+# The floor of a conversion: read the checkpoint and write the same bytes with h5py.
+FLOOR = """
+import sys, h5py, numpy as np
+src, dst = sys.argv[1], sys.argv[2]
+if src.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    tensors = load_file(src)
+else:
+    import torch
+    tensors = {k: v.numpy() for k, v in torch.load(src, weights_only=True).items()}
+with h5py.File(dst, "w") as f:
+    for key, value in tensors.items():
+        f.create_dataset(key, data=value)
+"""
+
+
+def measure(command: list[str], repeats: int = 1) -> dict:
+    runs = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        out = subprocess.run(
+            [OURS, "-c", MEASURE, *command], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        runs.append(json.loads(out.stdout))
+    if any(r["code"] for r in runs):
+        say(f"  {' '.join(command[:3])}...: exit {runs[0]['code']}")
+    return {
+        "seconds": min(r["seconds"] for r in runs),
+        "peak_mb": max(r["peak_mb"] for r in runs),
+    }
+
+
+def conversion(workdir: Path) -> dict:
+    code = (
+        "import sys, torch, convnext_torch; from safetensors.torch import save_file\n"
+        "with torch.device('meta'): m = convnext_torch.create_model('convnext_xlarge')\n"
+        "m = m.to_empty(device='cpu')\n"
+        "[p.data.normal_(0, 0.02) for p in m.parameters()]\n"
+        "sd = m.state_dict(); torch.save(sd, sys.argv[1]); save_file(sd, sys.argv[2])"
+    )
+    pth, safetensors = workdir / "xlarge.pth", workdir / "xlarge.safetensors"
+    subprocess.run([OURS, "-c", code, str(pth), str(safetensors)], check=True, cwd=ROOT)
+    size_mb = pth.stat().st_size / 2**20
+    convnext = str(Path(OURS).with_name("convnext"))
+    results = {"checkpoint_mb": size_mb}
+    for src in (pth, safetensors):
+        floor = measure([OURS, "-c", FLOOR, str(src), str(workdir / "floor.h5")], repeats=2)
+        results[f"floor {src.suffix}"] = floor
+        say(f"floor {src.suffix}: {floor['seconds']:.1f} s, {floor['peak_mb']:.0f} MB")
+        for target in ("out.weights.h5", "out.keras"):
+            dst = workdir / target
+            run = measure([convnext, "convert", str(src), str(dst), "--force"], repeats=2)
+            results[f"{src.suffix} -> {target[4:]}"] = run
+            say(f"{src.suffix} -> {target[4:]}: {run['seconds']:.1f} s, {run['peak_mb']:.0f} MB")
+    return results
+
+
+def startup(workdir: Path) -> dict:
+    convnext = str(Path(OURS).with_name("convnext"))
+    code = (
+        "import sys, torch, convnext_torch; "
+        "torch.save(convnext_torch.create_model('convnext_atto').state_dict(), sys.argv[1])"
+    )
+    small = workdir / "atto.pth"
+    subprocess.run([OURS, "-c", code, str(small)], check=True, cwd=ROOT)
+    results = {
+        "convnext --help": measure([convnext, "--help"], repeats=3),
+        "convnext inspect (atto .pth)": measure([convnext, "inspect", str(small)], repeats=3),
+    }
+    build = (
+        "import json, sys, time\n"
+        "framework = sys.argv[1]\n"
+        "if framework == 'keras':\n"
+        "    from converters.startup import import_tensorflow_quietly; "
+        "import_tensorflow_quietly(); import convnext_tf as m\n"
+        "else:\n"
+        "    import convnext_torch as m\n"
+        "out = {}\n"
+        "for name in sys.argv[2:]:\n"
+        "    start = time.perf_counter(); m.create_model(name); "
+        "out[name] = time.perf_counter() - start\n"
+        "print(json.dumps(out))\n"
+    )
+    variants = ["convnext_atto", "convnext_tiny", "convnext_base", "convnext_isotropic_large"]
+    for framework in ("torch", "keras"):
+        out = subprocess.run(
+            [OURS, "-c", build, framework, *variants],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        results[f"build ({framework})"] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def tensorflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("tensorflow-cpu", "tensorflow"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            pass
+    return "?"
+
+
+def machine() -> dict:
+    from importlib.metadata import version
+
+    onednn = subprocess.run(
+        [OURS, "-c", "import torch; print(torch.backends.mkldnn.is_available())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": 2,
+        "python": platform.python_version(),
+        "torch": version("torch"),
+        "tensorflow": tensorflow_version(),
+        "keras": version("keras"),
+        "onednn_torch": onednn,
+        "onednn_tf": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86)"),
+        "cuda": "not used",
+    }
+
+
+def report(results: dict) -> str:
+    speed = results["inference"]
+    m = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {m['cpu']}, {m['cores']} cores, {m['threads']} threads per "
+        f"framework, Python {m['python']}, torch {m['torch']}, tensorflow {m['tensorflow']}, "
+        f"keras {m['keras']}; oneDNN: torch {m['onednn_torch']}, TF {m['onednn_tf']}; "
+        f"CUDA: {m['cuda']} (the CPU is what is measured). Each implementation in its own "
+        f"process, {results['rounds']} interleaved rounds, the lowest of the rounds' medians; "
+        "convnext_tiny, 224x224, float32, random weights. Ratios are to the row named.",
+        "",
+    ]
+
+    def table(title: str, impls: list[str], reference: str) -> None:
+        lines.extend(
+            [
+                f"## {title}",
+                "",
+                "| implementation | "
+                + " | ".join(f"batch {b}" for b in BATCHES)
+                + f" | / {LABELS[reference]}, batch 1 | batch 16 |",
+            ]
+        )
+        lines.append("|---|" + "---|" * (len(BATCHES) + 2))
+        for impl in impls:
+            if impl not in speed:
+                continue
+            cells = [f"{speed[impl].get(b, float('nan')):.0f} ms" for b in BATCHES]
+            ratios = [
+                f"{speed[impl][b] / speed[reference][b]:.2f}x"
+                if b in speed[impl] and b in speed.get(reference, {})
+                else "-"
+                for b in BATCHES
+            ]
+            lines.append(f"| {LABELS[impl]} | " + " | ".join(cells + ratios) + " |")
+        lines.append("")
+
+    best_peer = {
+        b: min(speed[p][b] for p in ("timm", "transformers") if b in speed.get(p, {}))
+        for b in BATCHES
+        if any(b in speed.get(p, {}) for p in ("timm", "transformers"))
+    }
+    if best_peer:
+        speed["best PyTorch peer"] = best_peer
+        LABELS["best PyTorch peer"] = "best of timm and transformers"
+    table("PyTorch", TORCH_IMPLS, "best PyTorch peer" if best_peer else "torch")
+    table("Keras", KERAS_IMPLS, "kapp-function")
+    table("Keras against our PyTorch model", ["keras-function", "keras-xla"], "torch")
+    table("Deployed artifacts", DEPLOYED_IMPLS, "torch")
+
+    conv = results["conversion"]
+    lines += [
+        f"## Conversion of convnext_xlarge ({conv['checkpoint_mb']:.0f} MB float32 checkpoint)",
+        "",
+        "| command | time | peak RSS | time / floor | RSS / checkpoint |",
+        "|---|---|---|---|---|",
+    ]
+    for suffix in (".pth", ".safetensors"):
+        floor = conv[f"floor {suffix}"]
+        lines.append(
+            f"| floor: read {suffix}, write the bytes with h5py | {floor['seconds']:.1f} s | "
+            f"{floor['peak_mb']:.0f} MB | 1.00x | {floor['peak_mb'] / conv['checkpoint_mb']:.2f}x |"
+        )
+        for target in ("weights.h5", "keras"):
+            run = conv[f"{suffix} -> {target}"]
+            lines.append(
+                f"| `convnext convert xlarge{suffix} out.{target}` | {run['seconds']:.1f} s | "
+                f"{run['peak_mb']:.0f} MB | {run['seconds'] / floor['seconds']:.2f}x | "
+                f"{run['peak_mb'] / conv['checkpoint_mb']:.2f}x |"
+            )
+    start = results["startup"]
+    lines += ["", "## Start-up and construction", "", "| what | time | peak RSS |", "|---|---|---|"]
+    for what in ("convnext --help", "convnext inspect (atto .pth)"):
+        lines.append(
+            f"| `{what}` | {start[what]['seconds']:.2f} s | {start[what]['peak_mb']:.0f} MB |"
+        )
+    for framework in ("torch", "keras"):
+        for name, seconds in start[f"build ({framework})"].items():
+            lines.append(f"| {framework} create_model('{name}') | {seconds:.2f} s | |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    threads = torch.get_num_threads()
-    rows = []
-    for batch in (1, 8):
-        x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
-        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
-
-        torch_model = convnext_torch.create_model(VARIANT).eval()
-        xt = torch.from_numpy(x)
-
-        def run_torch(model=torch_model, xt=xt):
-            with torch.no_grad():
-                model(xt)
-
-        ours = convnext_tf.create_model(VARIANT)
-        ours_fn = tf.function(lambda v, m=ours: m(v, training=False))
-        peer = keras.applications.ConvNeXtTiny(weights=None, include_preprocessing=False)
-        peer_fn = tf.function(lambda v, m=peer: m(v, training=False))
-        xk = tf.constant(x_nhwc)
-
-        t_torch = median_seconds(run_torch)
-        t_ours = median_seconds(lambda f=ours_fn, v=xk: f(v).numpy())
-        t_peer = median_seconds(lambda f=peer_fn, v=xk: f(v).numpy())
-        rows.append((batch, t_torch, t_ours, t_peer))
-        print(
-            f"batch {batch}: torch {t_torch * 1e3:.0f} ms, convnext_tf {t_ours * 1e3:.0f} ms, "
-            f"keras.applications {t_peer * 1e3:.0f} ms",
-            flush=True,
-        )
-
-    state = convnext_torch.create_model(VARIANT).state_dict()
-    target = convnext_tf.create_model(VARIANT)
-    t_convert = median_seconds(lambda: torch_to_keras(state, target), repeats=3)
-
-    lines = [
-        f"# Benchmarks ({VARIANT}, {SIZE}x{SIZE}, float32, inference)",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {threads} threads; "
-        f"torch {torch.__version__}, tensorflow {tf.__version__}, keras {keras.__version__}. "
-        f"Median of {REPEATS} runs after a warm-up. Written by `make bench`.",
-        "",
-        "| batch | PyTorch (eager) | convnext_tf (tf.function) | keras.applications "
-        "ConvNeXtTiny (tf.function) | convnext_tf / PyTorch | keras.applications / PyTorch |",
-        "|---|---|---|---|---|---|",
-    ]
-    for batch, t_torch, t_ours, t_peer in rows:
-        lines.append(
-            f"| {batch} | {t_torch * 1e3:.0f} ms | {t_ours * 1e3:.0f} ms | {t_peer * 1e3:.0f} ms "
-            f"| {t_ours / t_torch:.2f}x | {t_peer / t_torch:.2f}x |"
-        )
-    lines += [
-        "",
-        f"Converting a {VARIANT} state_dict into a built Keras model: "
-        f"{t_convert:.2f} s (median of 3).",
-    ]
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--quick", action="store_true", help="one round, no torch.compile, no slow peer modes"
+    )
+    parser.add_argument("--report", action="store_true", help="rewrite results.md from the JSON")
+    args = parser.parse_args()
+    if args.report:
+        results = json.loads(RESULTS_JSON.read_text())
+        results["inference"] = {
+            impl: {int(b): ms for b, ms in by.items()} for impl, by in results["inference"].items()
+        }
+        RESULTS.write_text(report(results))
+        return
+    rounds = 1 if args.quick else args.rounds
+    workdir = Path(tempfile.mkdtemp(prefix="convnext-bench-"))
+    try:
+        say("exporting convnext_tiny (SavedModel, .tflite) ...")
+        artifacts = export_artifacts(workdir)
+        results = {"machine": machine(), "rounds": rounds}
+        results["inference"] = inference(rounds, artifacts, args.quick)
+        say("conversion of convnext_xlarge ...")
+        results["conversion"] = conversion(workdir)
+        say("start-up ...")
+        results["startup"] = startup(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    RESULTS.write_text(report(results))
+    print(RESULTS.read_text())
 
 
 if __name__ == "__main__":
