@@ -26,6 +26,17 @@ TIMM_PYTHON = os.environ.get("CONVNEXT_TIMM_PYTHON")
 PEER_SCRIPT = Path(__file__).with_name("peer_timm.py")
 
 
+def randomise(model: torch.nn.Module) -> None:
+    """Every parameter of a peer's model random and non-degenerate, as peer_timm.py's."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+
+
 def timm(*args) -> None:
     subprocess.run([TIMM_PYTHON, str(PEER_SCRIPT), *map(str, args)], check=True)
 
@@ -90,13 +101,7 @@ def test_hugging_face_model_to_keras(capsys, tmp_path, version):
         hidden_sizes=[40, 80, 160, 320], depths=[2, 2, 6, 2], num_labels=10
     )
     model = getattr(transformers, f"{version}ForImageClassification")(config).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+    randomise(model)
     model.save_pretrained(tmp_path / "hf")
     code, _, err = run(capsys, "convert", tmp_path / "hf", tmp_path / "m.keras")
     assert code == 0, err
@@ -178,13 +183,7 @@ def test_hugging_face_dinov3_to_keras(capsys, tmp_path, depths, dims):
     transformers = pytest.importorskip("transformers")
     config = transformers.DINOv3ConvNextConfig(depths=list(depths), hidden_sizes=list(dims))
     model = transformers.DINOv3ConvNextModel(config).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.copy_(0.5 + torch.rand(p.shape, generator=generator))
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+    randomise(model)
     model.save_pretrained(tmp_path / "hf")
     code, _, err = run(capsys, "convert", tmp_path / "hf", tmp_path / "m.keras")
     assert code == 0, err
