@@ -178,25 +178,12 @@ class RMSNorm(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
-class SimpleNorm(layers.Layer):
+class SimpleNorm(RMSNorm):
     """SimpleNorm over the channel dimension (timm's SimpleNorm / SimpleNorm2d): x / sqrt(var +
     eps) with the unbiased variance (divided by C - 1, as torch.var), then a per-channel
     weight. The variance is taken around the mean, but x itself is not centred; no bias.
-
-    Args:
-        normalized_shape (int): Number of channels C.
-        eps (float): Added to the variance. Default: 1e-6
+    RMSNorm's weight and arguments (eps is added to the variance); only the statistic differs.
     """
-
-    def __init__(self, normalized_shape: int, eps: float = 1e-6, **kwargs):
-        super().__init__(**kwargs)
-        self.normalized_shape = normalized_shape
-        self.eps = eps
-
-    def build(self, input_shape) -> None:
-        self.weight = self.add_weight(
-            shape=(self.normalized_shape,), initializer="ones", name="weight"
-        )
 
     def call(self, x):
         # C is the last axis in every Keras layout: no channels_first form
@@ -204,9 +191,6 @@ class SimpleNorm(layers.Layer):
         var = ops.sum(ops.square(x - mu), axis=-1, keepdims=True) / (x.shape[-1] - 1)
         x = x / ops.sqrt(var + self.eps)
         return self.weight * x
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "normalized_shape": self.normalized_shape, "eps": self.eps}
 
 
 def norm_layer(norm: str, dim: int, eps: float = 1e-6, **kwargs) -> layers.Layer:

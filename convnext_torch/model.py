@@ -106,24 +106,12 @@ class RMSNorm(nn.Module):
         return self.weight[:, None, None] * x if c == 1 else self.weight * x
 
 
-class SimpleNorm(nn.Module):
+class SimpleNorm(RMSNorm):
     """SimpleNorm over the channel dimension (timm's SimpleNorm / SimpleNorm2d): x / sqrt(var +
     eps) with the unbiased variance (divided by C - 1, as torch.var), then a per-channel
     weight. The variance is taken around the mean, but x itself is not centred; no bias.
-
-    Args:
-        normalized_shape (int): Number of channels C.
-        eps (float): Added to the variance. Default: 1e-6
-        data_format (str): "channels_last" for (N, H, W, C), "channels_first" for (N, C, H, W).
+    RMSNorm's weight and arguments (eps is added to the variance); only the statistic differs.
     """
-
-    def __init__(
-        self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last"
-    ):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(normalized_shape))
-        self.eps = eps
-        self.data_format = data_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = 1 if self.data_format == "channels_first" else -1
