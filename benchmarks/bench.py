@@ -41,10 +41,19 @@ RESULTS = Path(__file__).with_name("results.md")
 RESULTS_JSON = Path(__file__).with_name("results.json")
 OURS = sys.executable
 PYTHONS = {
+    "torch-peer-env": ROOT / ".venv-timm" / "bin" / "python",
     "timm": ROOT / ".venv-timm" / "bin" / "python",
     "transformers": ROOT / ".venv-peers" / "bin" / "python",
 }
-TORCH_IMPLS = ["torch", "torch-channels_last", "torch-compile", "timm", "transformers"]
+TORCH_IMPLS = [
+    "torch",
+    "torch-unfused",
+    "torch-channels_last",
+    "torch-compile",
+    "torch-peer-env",
+    "timm",
+    "transformers",
+]
 KERAS_IMPLS = [
     "keras-eager",
     "keras-predict",
@@ -57,10 +66,13 @@ KERAS_IMPLS = [
 ]
 DEPLOYED_IMPLS = ["savedmodel", "tflite"]
 BATCHES = (1, 16)
+ON_CUDA = "@cuda"  # an implementation's name with this suffix runs on the GPU
 LABELS = {
     "torch": "ours, as create_model returns it",
+    "torch-unfused": "ours, fused_kernels(False): the plain MLP modules",
     "torch-channels_last": "ours, model and input channels_last",
     "torch-compile": "ours, torch.compile",
+    "torch-peer-env": "ours, in timm's environment (its torch)",
     "timm": "timm convnext_tiny",
     "transformers": "transformers ConvNextForImageClassification",
     "keras-eager": "ours, eager model(x)",
@@ -81,14 +93,30 @@ def say(line: str) -> None:
 
 
 def python_for(impl: str) -> Path | str | None:
+    impl = impl.removesuffix(ON_CUDA)
     if impl in PYTHONS:
         return PYTHONS[impl] if PYTHONS[impl].exists() else None
     return OURS
 
 
+def cuda_state(python: Path | str) -> dict:
+    """Whether this Python's torch sees a GPU, which, and its TF32 settings."""
+    code = (
+        "import json, torch; a = torch.cuda.is_available(); print(json.dumps({'available': a, "
+        "'gpu': torch.cuda.get_device_name() if a else None, "
+        "'matmul_tf32': torch.backends.cuda.matmul.allow_tf32, "
+        "'cudnn_tf32': torch.backends.cudnn.allow_tf32}))"
+    )
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    lines = result.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if result.returncode == 0 and lines else {}
+
+
 def run_worker(impl: str, batch: int, repeats: int, artifact: str | None) -> float | None:
     python = python_for(impl)
-    command = [str(python), str(WORKER), impl, str(batch), "--repeats", str(repeats)]
+    device = "cuda" if impl.endswith(ON_CUDA) else "cpu"
+    command = [str(python), str(WORKER), impl.removesuffix(ON_CUDA), str(batch)]
+    command += ["--repeats", str(repeats), "--device", device]
     if artifact:
         command += ["--artifact", artifact]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
@@ -108,11 +136,16 @@ def inference(rounds: int, artifacts: dict[str, str], quick: bool) -> dict:
     impls = [i for i in impls if python_for(i) is not None]
     if quick:
         impls = [i for i in impls if i not in ("torch-compile", "kapp-eager", "kapp-xla")]
+    impls += [  # the GPU too, where an environment's torch sees one
+        impl + ON_CUDA
+        for impl in ("torch", "torch-peer-env", "timm", "transformers")
+        if impl in impls and cuda_state(python_for(impl)).get("available")
+    ]
     found: dict[str, dict[int, list[float]]] = {i: {b: [] for b in BATCHES} for i in impls}
     for round_ in range(1, rounds + 1):
         for batch in BATCHES:
             for impl in impls:  # interleaved: every implementation once per round
-                repeats = 5 if batch == 1 else 3
+                repeats = 10 if batch == 1 else 3
                 median = run_worker(impl, batch, repeats, artifacts.get(impl))
                 if median is not None:
                     found[impl][batch].append(median)
@@ -291,8 +324,21 @@ def machine() -> dict:
         "keras": version("keras"),
         "onednn_torch": onednn,
         "onednn_tf": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86)"),
-        "cuda": "not used",
+        "cuda": cuda_description(),
     }
+
+
+def cuda_description() -> str:
+    for impl in ("torch", "torch-peer-env"):
+        python = python_for(impl)
+        state = cuda_state(python) if python else {}
+        if state.get("available"):
+            return (
+                f"{state['gpu']} (seen by {impl}'s torch; TF32 matmul "
+                f"{state['matmul_tf32']}, cuDNN TF32 {state['cudnn_tf32']}: the defaults, "
+                "left as they are)"
+            )
+    return "no GPU seen by any environment's torch"
 
 
 def report(results: dict) -> str:
@@ -304,7 +350,7 @@ def report(results: dict) -> str:
         f"Written by `make bench` on {m['cpu']}, {m['cores']} cores, {m['threads']} threads per "
         f"framework, Python {m['python']}, torch {m['torch']}, tensorflow {m['tensorflow']}, "
         f"keras {m['keras']}; oneDNN: torch {m['onednn_torch']}, TF {m['onednn_tf']}; "
-        f"CUDA: {m['cuda']} (the CPU is what is measured). Each implementation in its own "
+        f"CUDA: {m['cuda']}. Each implementation in its own "
         f"process, {results['rounds']} interleaved rounds, the lowest of the rounds' medians; "
         "convnext_tiny, 224x224, float32, random weights. Ratios are to the row named.",
         "",
@@ -343,6 +389,11 @@ def report(results: dict) -> str:
         speed["best PyTorch peer"] = best_peer
         LABELS["best PyTorch peer"] = "best of timm and transformers"
     table("PyTorch", TORCH_IMPLS, "best PyTorch peer" if best_peer else "torch")
+    on_cuda = [i for i in speed if i.endswith(ON_CUDA)]
+    if on_cuda:
+        for impl in on_cuda:
+            LABELS[impl] = LABELS[impl.removesuffix(ON_CUDA)] + ", on the GPU"
+        table("PyTorch on the GPU", on_cuda, on_cuda[0])
     table("Keras", KERAS_IMPLS, "kapp-function")
     table("Keras against our PyTorch model", ["keras-function", "keras-xla"], "torch")
     table("Deployed artifacts", DEPLOYED_IMPLS, "torch")

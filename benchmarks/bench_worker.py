@@ -6,10 +6,12 @@ Prints one JSON line: the median latency of R calls after warm-up, in millisecon
 implementation gets a process of its own because what one framework loads changes another's
 speed (thread pools, oneDNN state, memory), and a user runs one of them, not both.
 
-IMPL: torch, torch-channels_last, torch-compile (ours), timm, transformers (peers, each in the
-Python that has it), keras-eager, keras-predict, keras-function, keras-xla (ours),
+IMPL: torch, torch-unfused, torch-channels_last, torch-compile, torch-peer-env (ours; the last
+in timm's environment and torch), timm, transformers (peers, each in the Python that has it),
+keras-eager, keras-predict, keras-function, keras-xla (ours),
 kapp-eager, kapp-function, kapp-xla (keras.applications.ConvNeXtTiny), savedmodel, tflite
-(what `convnext export` wrote, at --artifact).
+(what `convnext export` wrote, at --artifact). --device cuda runs a PyTorch implementation on
+the GPU (its Python needs a CUDA build of torch).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def images(batch: int, nhwc: bool):
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
 
 
-def torch_call(impl: str, batch: int, threads: int):
+def torch_call(impl: str, batch: int, threads: int, device: str):
     import torch
 
     torch.set_num_threads(threads)
@@ -61,24 +63,33 @@ def torch_call(impl: str, batch: int, threads: int):
         import convnext_torch
 
         model = convnext_torch.create_model(VARIANT)
-    model.eval()
-    x = torch.from_numpy(images(batch, nhwc=False))
+    model.eval().to(device)
+    x = torch.from_numpy(images(batch, nhwc=False)).to(device)
     if impl == "torch-channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if impl == "torch-compile":
         model = torch.compile(model)
-    if impl == "transformers":
+    context = torch.inference_mode
+    if impl == "torch-unfused":  # without the fused oneDNN MLP (convnext_torch/kernels.py)
+        import contextlib
 
-        def call():
-            with torch.inference_mode():
-                return model(pixel_values=x).logits
+        from convnext_torch.kernels import fused_kernels
 
-        return call
+        def context():
+            stack = contextlib.ExitStack()
+            stack.enter_context(torch.inference_mode())
+            stack.enter_context(fused_kernels(False))
+            return stack
+
+    forward = (lambda: model(pixel_values=x).logits) if impl == "transformers" else lambda: model(x)
+    synchronize = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def call():
-        with torch.inference_mode():
-            return model(x)
+        with context():
+            out = forward()
+        synchronize()  # CUDA runs asynchronously: time the work, not the launch
+        return out
 
     return call
 
@@ -128,10 +139,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--artifact")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch implementations)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.impl.startswith(("torch", "timm", "transformers")):
-        call = torch_call(args.impl, args.batch, args.threads)
+        call = torch_call(args.impl, args.batch, args.threads, args.device)
     else:
         call = keras_call(args.impl, args.batch, args.threads, args.artifact)
     times = timed(call, args.repeats)
@@ -140,6 +152,7 @@ def main() -> None:
             {
                 "impl": args.impl,
                 "batch": args.batch,
+                "device": args.device,
                 "median_ms": 1000 * statistics.median(times),
                 "min_ms": 1000 * min(times),
             }
