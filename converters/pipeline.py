@@ -21,16 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import convnext_tf
 import convnext_torch
 from converters import formats, hf, keras_applications
 from converters.checkpoint import DIRECTORY_FILES, StateDict, load_state_dict
 from converters.convert import (
     check_match,
     infer_spec,
+    keras_model_from_state,
     keras_to_torch,
     resolve_spec,
-    torch_to_keras,
     with_hidden_fields,
 )
 from converters.errors import ConversionError
@@ -232,8 +231,7 @@ def build_arguments(spec: ModelSpec) -> dict:
 def pytorch_to_keras_file(
     state: StateDict, spec: ModelSpec, dst: Path, log: Log = quiet, force: bool = False
 ) -> ConversionResult:
-    model = convnext_tf.create_model(spec)
-    report = torch_to_keras(state, model)
+    model, report = keras_model_from_state(state, spec)
     for line in dtype_notes(report.source_dtypes, report.target_dtype):
         log(line)
     log(f"writing {dst}")
@@ -485,8 +483,7 @@ def export_file(
     else:
         state = read_checkpoint(src, layout, ema, key, log)
         state, spec = model_spec(state, variant, num_classes, log)
-        model = convnext_tf.create_model(spec)
-        torch_to_keras(state, model)
+        model, _ = keras_model_from_state(state, spec)
     log(f"writing {dst}")
     written = export_model(model, dst, quantize=quantize, force=force, log=log)
     log(f"wrote {dst}: {written}")

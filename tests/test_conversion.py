@@ -280,3 +280,68 @@ def test_every_family_round_trips_bit_exact(variant, build):
         incomplete = {k: v for k, v in state.items() if k != dropped}
         with pytest.raises(ConversionError, match=rf"1 missing \({dropped}\)"):
             torch_to_keras(incomplete, keras_model)
+
+
+# --- a Keras model built from the checkpoint (what `convnext convert` runs) -----------------
+
+
+@pytest.mark.parametrize(
+    "variant, overrides",
+    [
+        (VARIANT, {"num_classes": 11, "drop_path_rate": 0.2}),  # drop path: a non-weight variable
+        ("convnextv2_atto", {}),
+        ("convnext_zepto_rms_ols", {}),
+    ],
+)
+@pytest.mark.parametrize("deferred", [True, False], ids=["deferred", "assigned"])
+def test_keras_model_from_state_holds_the_checkpoint_exactly(
+    variant, overrides, deferred, monkeypatch
+):
+    """Variables created from the checkpoint (the pinned Keras), or, where Keras cannot defer
+    them, built as usual and assigned: the same weights, every tensor taken out of `state`."""
+    import contextlib
+
+    import keras
+
+    from converters import convert
+
+    if not deferred:  # variables made outside a stateless scope have values already
+        monkeypatch.setattr(keras, "StatelessScope", contextlib.nullcontext)
+    assigned = []
+    assign = convert.torch_to_keras
+    monkeypatch.setattr(convert, "torch_to_keras", lambda *a: assigned.append(1) or assign(*a))
+    original = random_torch_model(variant, seed=11, **overrides).state_dict()
+    state = load_state_dict(original)
+    spec = resolve_spec(state).replace(**overrides)
+    model, report = convert.keras_model_from_state(state, spec)
+    assert assigned == ([] if deferred else [1])  # the pinned Keras: no value drawn, then replaced
+    assert state.tensors == {}  # each tensor dropped once its variable held it
+    back = keras_to_torch(model)
+    assert list(back) == list(original)
+    assert all(torch.equal(back[k], v) for k, v in original.items())
+    assert report.tensors == len(original)
+    assert report.parameters == sum(v.numel() for v in original.values())
+    assert report.target_dtype == "float32"
+    x = np.random.default_rng(0).standard_normal((2, 37, 45, 3)).astype("float32")
+    assert np.isfinite(np.asarray(model(x))).all()  # callable: every variable has a value
+
+
+def test_keras_model_from_state_in_float64_and_refusing_a_mismatch_before_building(
+    torch_model, monkeypatch
+):
+    from converters.convert import keras_model_from_state
+
+    state = load_state_dict({k: v.double() for k, v in torch_model.state_dict().items()})
+    spec = resolve_spec(state)
+    model, report = keras_model_from_state(state, spec, dtype="float64")
+    assert report.target_dtype == "float64"
+    back = keras_to_torch(model)
+    assert all(torch.equal(back[k], v.double()) for k, v in torch_model.state_dict().items())
+
+    state = load_state_dict(torch_model.state_dict())
+    del state.tensors["head.bias"]
+    built = []
+    monkeypatch.setattr(convnext_tf, "create_model", lambda *a, **k: built.append(a))
+    with pytest.raises(ConversionError, match=r"1 missing \(head.bias\)"):
+        keras_model_from_state(state, spec)
+    assert built == []  # refused from the shapes alone, nothing built
