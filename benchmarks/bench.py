@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("bench_worker.py")
+PROFILE_CONVERSION = Path(__file__).with_name("profile_conversion.py")
 RESULTS = Path(__file__).with_name("results.md")
 RESULTS_JSON = Path(__file__).with_name("results.json")
 OURS = sys.executable
@@ -241,6 +242,15 @@ def conversion(workdir: Path) -> dict:
             run = measure([convnext, "convert", str(src), str(dst), "--force"], repeats=2)
             results[f"{src.suffix} -> {target[4:]}"] = run
             say(f"{src.suffix} -> {target[4:]}: {run['seconds']:.1f} s, {run['peak_mb']:.0f} MB")
+    profile = subprocess.run(
+        [OURS, str(PROFILE_CONVERSION), str(pth), str(workdir / "profiled.weights.h5")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    results["profile"] = profile.stdout.strip()
+    say(results["profile"])
     return results
 
 
@@ -418,6 +428,16 @@ def report(results: dict) -> str:
                 f"{run['peak_mb']:.0f} MB | {run['seconds'] / floor['seconds']:.2f}x | "
                 f"{run['peak_mb'] / conv['checkpoint_mb']:.2f}x |"
             )
+    if "profile" in conv:
+        lines += [
+            "",
+            "Where the time of the .pth -> .weights.h5 conversion goes "
+            "(`benchmarks/profile_conversion.py`, one process):",
+            "",
+            "```",
+            conv["profile"],
+            "```",
+        ]
     start = results["startup"]
     lines += ["", "## Start-up and construction", "", "| what | time | peak RSS |", "|---|---|---|"]
     for what in ("convnext --help", "convnext inspect (atto .pth)"):
