@@ -16,8 +16,9 @@ rounding: tests/test_kernels.py holds its error against float64 to the plain pat
 `fused_kernels(False)` turns it off (a context manager, like `torch.backends.*.flags`), and so
 does `torch.backends.mkldnn.flags(enabled=False)`.
 
-The Keras model has no counterpart: inside a tf.function TensorFlow's graph optimiser fuses
-MatMul, BiasAdd and GELU into one oneDNN call by itself.
+The Keras model has no counterpart: TensorFlow runs a tf.function as a graph, which its own
+optimiser rewrites (fusing operations, picking oneDNN kernels) before it runs; eager PyTorch
+runs each module as written. docs/framework-differences.md section 15 has the numbers.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def mlp(
     if isinstance(grn, nn.Identity):  # every position on its own: any block of rows
         parts = x.reshape(-1, x.shape[-1]).split(ROWS)
     else:  # GRN pools over each image: whole images at a time
-        parts = x.split(max(1, ROWS // (x.shape[1] * x.shape[2])))
+        parts = x.split(max(1, ROWS // max(1, x.shape[1] * x.shape[2])))
     outputs = [
         _LINEAR_POINTWISE(
             grn(_LINEAR_POINTWISE(part, pwconv1.weight, pwconv1.bias, "gelu", [], "none")),

@@ -17,8 +17,8 @@ Differences from the twin file (convnext_tf/model.py):
   stems' padding=1 is a ZeroPadding2D layer in Keras, before a "valid" conv.
 - The block's MLP: `mlp(x, self.pwconv1, self.act, self.grn, self.pwconv2)` is
   `self.pwconv2(self.grn(self.act(self.pwconv1(x))))`, computed in CPU inference as fused
-  oneDNN calls (convnext_torch/kernels.py). TensorFlow fuses the same MatMul, BiasAdd and GELU
-  by itself inside a tf.function, so the Keras block calls its layers one by one.
+  oneDNN calls (convnext_torch/kernels.py). TensorFlow optimises a tf.function's graph by
+  itself, so the Keras block calls its layers one by one.
 """
 
 from __future__ import annotations
