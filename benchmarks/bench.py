@@ -17,8 +17,10 @@ ever adds time). Ratios are against peers measured in the same run.
    .safetensors to .weights.h5 and .keras: time and peak RSS, against the floor of reading
    the same file and writing the same bytes with h5py.
 5. Start-up: `convnext --help`, `convnext inspect` of a small file, and building variants.
+6. The test suite: `make test`'s pytest command, wall time and peak memory (not with --quick;
+   `--tests-only` adds it to the results already written).
 
-    .venv/bin/python benchmarks/bench.py [--rounds N] [--quick]
+    .venv/bin/python benchmarks/bench.py [--rounds N] [--quick] [--tests-only] [--report]
 
 Results: benchmarks/results.md and benchmarks/results.json (the README quotes them).
 """
@@ -30,9 +32,11 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +71,11 @@ KERAS_IMPLS = [
 ]
 DEPLOYED_IMPLS = ["savedmodel", "tflite"]
 BATCHES = (1, 16)
-ON_CUDA = "@cuda"  # an implementation's name with this suffix runs on the GPU
+ON_CUDA = "@cuda"
+PEERS = [
+    "timm",
+    "transformers",
+]  # PyTorch's alternatives  # an implementation's name with this suffix runs on the GPU
 LABELS = {
     "torch": "ours, as create_model returns it",
     "torch-unfused": "ours, fused_kernels(False): the plain MLP modules",
@@ -142,16 +150,43 @@ def inference(rounds: int, artifacts: dict[str, str], quick: bool) -> dict:
         for impl in ("torch", "torch-peer-env", "timm", "transformers")
         if impl in impls and cuda_state(python_for(impl)).get("available")
     ]
-    found: dict[str, dict[int, list[float]]] = {i: {b: [] for b in BATCHES} for i in impls}
+    found: dict[str, dict[int, list]] = {i: {b: [] for b in BATCHES} for i in impls}
     for round_ in range(1, rounds + 1):
         for batch in BATCHES:
             for impl in impls:  # interleaved: every implementation once per round
                 repeats = 10 if batch == 1 else 3
                 median = run_worker(impl, batch, repeats, artifacts.get(impl))
+                found[impl][batch].append(median)  # None where it failed
                 if median is not None:
-                    found[impl][batch].append(median)
                     say(f"round {round_} batch {batch:>2} {impl:<20} {median:8.1f} ms")
-    return {i: {b: min(v) for b, v in by.items() if v} for i, by in found.items()}
+    return found
+
+
+def lowest(per_round: dict) -> dict:
+    """impl -> batch -> the lowest of the rounds' medians (a shared machine only adds time)."""
+    return {
+        impl: {b: min(m for m in ms if m is not None) for b, ms in by.items() if any(ms)}
+        for impl, by in per_round.items()
+    }
+
+
+def paired_ratio(per_round: dict, impl: str, references: list[str], batch: int) -> float | None:
+    """The median over rounds of impl / (the best of `references` in the same round): a peer's
+    one lucky round moves the lowest-median ratio, not this one."""
+    ratios = []
+    for k, ours in enumerate(per_round.get(impl, {}).get(batch, [])):
+        theirs = [
+            per_round[r][batch][k]
+            for r in references
+            if r in per_round and per_round[r][batch][k] is not None
+        ]
+        if ours is not None and theirs:
+            ratios.append(ours / min(theirs))
+    return statistics.median(ratios) if ratios else None
+
+
+def with_int_batches(per_round: dict) -> dict:
+    return {impl: {int(b): ms for b, ms in by.items()} for impl, by in per_round.items()}
 
 
 def export_artifacts(workdir: Path) -> dict[str, str]:
@@ -254,6 +289,43 @@ def conversion(workdir: Path) -> dict:
     return results
 
 
+def available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def test_suite() -> dict:
+    """`make test`'s pytest command: wall time, and the peak of the machine's memory in use
+    above what it was just before (every worker together, sampled 5 times a second)."""
+    import threading
+
+    idle = available_mb()
+    lowest = [idle]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            lowest[0] = min(lowest[0], available_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    result = subprocess.run(
+        [OURS, "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    summary = (result.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
+    return {"seconds": seconds, "peak_mb": idle - lowest[0], "summary": summary}
+
+
 def startup(workdir: Path) -> dict:
     convnext = str(Path(OURS).with_name("convnext"))
     code = (
@@ -352,7 +424,8 @@ def cuda_description() -> str:
 
 
 def report(results: dict) -> str:
-    speed = results["inference"]
+    per_round = results["per_round"]
+    speed = lowest(per_round)
     m = results["machine"]
     lines = [
         "# Benchmarks",
@@ -391,13 +464,37 @@ def report(results: dict) -> str:
         lines.append("")
 
     best_peer = {
-        b: min(speed[p][b] for p in ("timm", "transformers") if b in speed.get(p, {}))
+        b: min(speed[p][b] for p in PEERS if b in speed.get(p, {}))
         for b in BATCHES
-        if any(b in speed.get(p, {}) for p in ("timm", "transformers"))
+        if any(b in speed.get(p, {}) for p in PEERS)
     }
     if best_peer:
         speed["best PyTorch peer"] = best_peer
         LABELS["best PyTorch peer"] = "best of timm and transformers"
+    targets = [
+        ("PyTorch: ours / the best of timm and transformers", "torch", PEERS, 0.9),
+        ("Keras (tf.function) / keras.applications (tf.function)", "keras-function",
+         ["kapp-function"], 0.2),
+        ("Keras (tf.function) / our PyTorch model", "keras-function", ["torch"], 1.2),
+    ]  # fmt: skip
+    lines += [
+        "## The issue's targets",
+        "",
+        "Two ratios each: of the lowest medians (the tables below), and the median over rounds "
+        "of the ratio within each round (one lucky round of either side moves the first).",
+        "",
+        "| ratio | target | batch 1: lowest, per round | batch 16: lowest, per round |",
+        "|---|---|---|---|",
+    ]
+    for what, impl, references, target in targets:
+        cells = []
+        for b in BATCHES:
+            ref = [speed[r][b] for r in references if b in speed.get(r, {})]
+            low = speed[impl][b] / min(ref) if ref and b in speed.get(impl, {}) else None
+            paired = paired_ratio(per_round, impl, references, b)
+            cells.append(" / ".join("-" if v is None else f"{v:.2f}x" for v in (low, paired)))
+        lines.append(f"| {what} | <= {target}x | " + " | ".join(cells) + " |")
+    lines.append("")
     table("PyTorch", TORCH_IMPLS, "best PyTorch peer" if best_peer else "torch")
     on_cuda = [i for i in speed if i.endswith(ON_CUDA)]
     if on_cuda:
@@ -447,22 +544,45 @@ def report(results: dict) -> str:
     for framework in ("torch", "keras"):
         for name, seconds in start[f"build ({framework})"].items():
             lines.append(f"| {framework} create_model('{name}') | {seconds:.2f} s | |")
+    if "tests" in results:
+        tests = results["tests"]
+        lines += [
+            "",
+            "## The test suite",
+            "",
+            f"`make test`'s pytest command (2 workers): {tests['seconds']:.0f} s, "
+            f"{tests['peak_mb'] / 1024:.1f} GB of memory in use at its peak above what was in use "
+            f"before ({tests['summary']}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--quick", action="store_true", help="one round, no torch.compile, no slow peer modes"
+        "--quick",
+        action="store_true",
+        help="one round; no torch.compile, slow keras.applications modes or test suite",
     )
     parser.add_argument("--report", action="store_true", help="rewrite results.md from the JSON")
+    parser.add_argument(
+        "--tests-only",
+        action="store_true",
+        help="time the test suite alone, into the existing results",
+    )
     args = parser.parse_args()
     if args.report:
         results = json.loads(RESULTS_JSON.read_text())
-        results["inference"] = {
-            impl: {int(b): ms for b, ms in by.items()} for impl, by in results["inference"].items()
-        }
+        results["per_round"] = with_int_batches(results["per_round"])
+        RESULTS.write_text(report(results))
+        return
+    if args.tests_only:
+        results = json.loads(RESULTS_JSON.read_text())
+        results["per_round"] = with_int_batches(results["per_round"])
+        say("the test suite ...")
+        results["tests"] = test_suite()
+        RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
         RESULTS.write_text(report(results))
         return
     rounds = 1 if args.quick else args.rounds
@@ -471,11 +591,14 @@ def main() -> None:
         say("exporting convnext_tiny (SavedModel, .tflite) ...")
         artifacts = export_artifacts(workdir)
         results = {"machine": machine(), "rounds": rounds}
-        results["inference"] = inference(rounds, artifacts, args.quick)
+        results["per_round"] = inference(rounds, artifacts, args.quick)
         say("conversion of convnext_xlarge ...")
         results["conversion"] = conversion(workdir)
         say("start-up ...")
         results["startup"] = startup(workdir)
+        if not args.quick:
+            say("the test suite (make test's pytest command) ...")
+            results["tests"] = test_suite()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
