@@ -97,34 +97,31 @@ def keras_model_from_state(
     Why not create_model and torch_to_keras: the model would draw random initial values only
     to have them replaced (6.5 s of a 19 s conversion of convnext_xlarge), and the checkpoint
     and the model would each hold every weight at once. Here the model is built with its
-    variables waiting for a value (a keras.StatelessScope defers them), and each variable is
-    then created from its checkpoint tensor, which is dropped once the variable holds it: the
-    weights are in memory once, plus one tensor in flight.
-
-    Giving a deferred variable its value is Keras-internal (Variable._initializer); a Keras
-    without it builds the model the usual way, and the values are assigned."""
+    variables waiting for a value (built in a keras.StatelessScope), and each variable is then
+    created from its checkpoint tensor, which is dropped once the variable holds it: the
+    weights are in memory once, plus one tensor in flight."""
+    if in_stateless_scope():
+        raise ConversionError(
+            "a model with weights cannot be built inside a keras.StatelessScope: its variables "
+            "would take their values only when the scope ends, and assigning does not stick"
+        )
     with torch.device("meta"):  # the names and shapes, before anything is built
         expected = convnext_torch.create_model(spec).state_dict()
     check_match(state, {key: tuple(value.shape) for key, value in expected.items()})
     tensors, parameters = len(state.tensors), sum(int(v.size) for v in state.tensors.values())
 
     def value_of(key: str) -> Callable:
-        def initializer(shape, dtype=None):  # called once, when the scope ends
+        def initializer(shape, dtype=None):  # called once, as the variable is created
             value = mapping.to_keras(key, state.tensors.pop(key))
+            if value.shape != tuple(shape):  # the two model files disagree: never assign
+                raise ConversionError(f"{key}: Keras expects {tuple(shape)}, got {value.shape}")
             return value.astype(keras.backend.standardize_dtype(dtype), copy=False)
 
         return initializer
 
-    with keras.StatelessScope():  # variables made here get their values when it ends
+    model = build_with_values(spec, dtype, value_of)
+    if model is None:  # a Keras that cannot defer variables: built the usual way, assigned
         model = convnext_tf.create_model(spec, dtype=dtype)
-        targets = keras_variables(model)
-        deferred = all(
-            getattr(v, "_value", 0) is None and hasattr(v, "_initializer") for v in targets.values()
-        )
-        if deferred:
-            for key, variable in targets.items():
-                variable._initializer = value_of(key)
-    if not deferred:
         torch_to_keras(state, model)
         state.tensors.clear()
     target_dtype = model.dtype_policy.variable_dtype
@@ -132,6 +129,47 @@ def keras_model_from_state(
         tensors, parameters, state.source, state.wrapper, state.dtypes, target_dtype
     )
     return model, report
+
+
+def in_stateless_scope() -> bool:
+    try:  # Keras-internal, as long as keras has StatelessScope; no scope where it is gone
+        from keras.src.backend.common.stateless_scope import in_stateless_scope as inside
+    except ImportError:
+        return False
+    return inside()
+
+
+def build_with_values(spec: ModelSpec, dtype, value_of: Callable) -> keras.Model | None:
+    """create_model(spec) with each weight created by `value_of(key)` instead of its own
+    initializer, or None where this Keras offers no way to (nothing is built then).
+
+    Keras-internal, kept here: variables made in a keras.StatelessScope wait in a global list,
+    each with its initializer (Variable._initializer), until _deferred_initialize creates
+    them. The list is restored however this ends (an error in an initializer left in it would
+    break every later StatelessScope of the process)."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.backend.common.variables import Variable
+    except ImportError:
+        return None
+    if not hasattr(Variable, "_deferred_initialize"):
+        return None
+    waiting = "uninitialized_variables"
+    before = list(global_state.get_global_attribute(waiting, None) or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            model = convnext_tf.create_model(spec, dtype=dtype)
+        ours = (global_state.get_global_attribute(waiting, None) or [])[len(before) :]
+        targets = keras_variables(model)
+        if not {id(v) for v in targets.values()} <= {id(v) for v in ours}:
+            return None  # some weight has a value already: this Keras does not defer them
+        for key, variable in targets.items():
+            variable._initializer = value_of(key)
+        for variable in ours:  # the weights, and Keras-only state with its own initializer
+            variable._deferred_initialize()
+        return model
+    finally:
+        global_state.set_global_attribute(waiting, before)
 
 
 def keras_to_torch(keras_model: keras.Model) -> dict[str, torch.Tensor]:

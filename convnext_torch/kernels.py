@@ -3,8 +3,11 @@
 `mlp(x, pwconv1, act, grn, pwconv2)` is `pwconv2(grn(act(pwconv1(x))))`. In float32 inference
 on the CPU it computes that with two calls to oneDNN's matmul, the GELU fused into the first
 as an epilogue (the kernel `torch.compile` picks for this pattern), over blocks of at most
-ROWS positions at a time. Everywhere else it calls the modules, so training, float64, CUDA,
-TorchScript, tracing, ONNX export and `torch.compile` see plain PyTorch.
+ROWS positions at a time. Everywhere else it calls the modules, so training (any parameter
+that wants a gradient), float64, autocast, CUDA, hooks, FX and jit tracing, torch.export,
+ONNX export, `torch.compile` and dispatch modes (FlopCounterMode, make_fx) see plain PyTorch.
+TorchScript's `torch.jit.script` does not compile this function (it takes modules as
+arguments); the model as a whole was not scriptable before it either.
 
 Why: two thirds of a ConvNeXt forward on the CPU is these two matmuls. A separate GELU is one
 more pass over the block's widest tensor (4C channels); at batch 16 in the first stages that
@@ -13,8 +16,9 @@ Fused and blocked, convnext_tiny at 224x224 takes about 0.8x the time of the pla
 (`make bench`: torch against torch-unfused). The result is the same function to float32
 rounding: tests/test_kernels.py holds its error against float64 to the plain path's.
 
-`fused_kernels(False)` turns it off (a context manager, like `torch.backends.*.flags`), and so
-does `torch.backends.mkldnn.flags(enabled=False)`.
+`fused_kernels(False)` turns it off (a context manager, like `torch.backends.*.flags`, and
+like them for the whole process, not one thread), and so does
+`torch.backends.mkldnn.flags(enabled=False)`.
 
 The Keras model has no counterpart: TensorFlow runs a tf.function as a graph, which its own
 optimiser rewrites (fusing operations, picking oneDNN kernels) before it runs; eager PyTorch
@@ -28,8 +32,10 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules import module as module_hooks
 
 _LINEAR_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_ONEDNN = _LINEAR_POINTWISE is not None and torch.backends.mkldnn.is_available()
 _FUSED = {"enabled": True}
 # Positions per pair of matmul calls: the 4C-wide intermediate of 4096 positions stays in the
 # cache between them. Measured on 2 cores at batch 16 (stage 1 of convnext_tiny, ms per MLP):
@@ -51,25 +57,38 @@ def fused_kernels(enabled: bool) -> Iterator[None]:
 def fusable(
     x: torch.Tensor, pwconv1: nn.Module, act: nn.Module, grn: nn.Module, pwconv2: nn.Module
 ) -> bool:
-    """Whether the fused calls compute what the modules would: float32 CPU inference in eager
-    PyTorch, plain nn.Linear layers, the exact nn.GELU, and no hooks that expect the calls."""
+    """Whether the fused calls compute what the modules would, and nothing is watching the
+    modules or the operators: eager float32 CPU inference (no autograd, autocast, tracing,
+    compiling, export or dispatch mode), plain tensors, nn.Linear layers, the exact nn.GELU,
+    and no hooks."""
     modules = (pwconv1, act, grn, pwconv2)
+    if (  # first, and cheap: graph capture must see the modules, not this function
+        torch.jit.is_scripting()
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+        or isinstance(x, torch.fx.Proxy)
+    ):
+        return False
     return (
         _FUSED["enabled"]
-        and _LINEAR_POINTWISE is not None
+        and _ONEDNN
+        and torch.backends.mkldnn.enabled
         and type(pwconv1) is type(pwconv2) is nn.Linear
         and type(act) is nn.GELU
         and act.approximate == "none"
-        and not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
+        and type(x) is torch.Tensor
+        and all(type(p) is nn.Parameter for m in (pwconv1, pwconv2) for p in m.parameters())
         and x.device.type == "cpu"
         and x.dtype == pwconv1.weight.dtype == pwconv2.weight.dtype == torch.float32
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, pwconv1.weight)))
-        and not torch.jit.is_scripting()
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
+        and not (
+            torch.is_grad_enabled()
+            and (x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters()))
+        )
+        and not torch.is_autocast_enabled("cpu")
+        and not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+        and not (module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks)
+        and torch._C._len_torch_dispatch_stack() == 0  # FlopCounterMode, make_fx, ...
     )
 
 

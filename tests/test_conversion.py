@@ -299,14 +299,10 @@ def test_keras_model_from_state_holds_the_checkpoint_exactly(
 ):
     """Variables created from the checkpoint (the pinned Keras), or, where Keras cannot defer
     them, built as usual and assigned: the same weights, every tensor taken out of `state`."""
-    import contextlib
-
-    import keras
-
     from converters import convert
 
-    if not deferred:  # variables made outside a stateless scope have values already
-        monkeypatch.setattr(keras, "StatelessScope", contextlib.nullcontext)
+    if not deferred:  # as on a Keras without deferred variables
+        monkeypatch.setattr(convert, "build_with_values", lambda *args: None)
     assigned = []
     assign = convert.torch_to_keras
     monkeypatch.setattr(convert, "torch_to_keras", lambda *a: assigned.append(1) or assign(*a))
@@ -345,3 +341,41 @@ def test_keras_model_from_state_in_float64_and_refusing_a_mismatch_before_buildi
     with pytest.raises(ConversionError, match=r"1 missing \(head.bias\)"):
         keras_model_from_state(state, spec)
     assert built == []  # refused from the shapes alone, nothing built
+
+
+def test_keras_model_from_state_leaves_keras_usable_after_an_error_and_inside_a_scope(
+    torch_model, monkeypatch
+):
+    """An initializer that fails (memory, an interrupt) must not leave Keras' list of waiting
+    variables behind: every later StatelessScope would fail. Inside a caller's own scope the
+    variables would get values only at its end, and assigned ones would not stick: refused."""
+    import keras
+
+    from converters.convert import keras_model_from_state
+
+    original = torch_model.state_dict()
+    spec = resolve_spec(load_state_dict(original))
+    calls = []
+
+    def failing(key, value):
+        calls.append(key)
+        if len(calls) == 5:
+            raise MemoryError("out of memory (a test)")
+        return to_keras(key, value)
+
+    to_keras = mapping.to_keras
+    monkeypatch.setattr(mapping, "to_keras", failing)
+    with pytest.raises(MemoryError):
+        keras_model_from_state(load_state_dict(original), spec)
+    monkeypatch.setattr(mapping, "to_keras", to_keras)
+
+    model, _ = keras_model_from_state(load_state_dict(original), spec)  # works again
+    back = keras_to_torch(model)
+    assert all(torch.equal(back[k], v) for k, v in original.items())
+    with keras.StatelessScope():  # and so does any scope after it
+        pass
+
+    state = load_state_dict(original)
+    with keras.StatelessScope(), pytest.raises(ConversionError, match="inside a keras.Stateless"):
+        keras_model_from_state(state, spec)  # assigned values would not stick
+    assert len(state.tensors) == len(original)

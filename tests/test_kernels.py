@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import convnext_torch
 from converters.spec import ModelSpec
 from convnext_torch import kernels
 from tests.helpers import ODD_SIZE, images, random_torch_model, torch_outputs
@@ -143,3 +144,68 @@ def test_blocks_of_rows_compute_what_one_call_computes(case, monkeypatch, calls)
     assert len(calls) - one_call > one_call  # more calls: the rows went in blocks
     for a, b in zip(whole, blocked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * a.abs().max().item())
+
+
+def test_any_parameter_that_wants_a_gradient_gets_one(calls):
+    """Partly frozen: only pwconv2 (and GRN) train. The fused op has no autograd formula, so
+    the modules must run, or those gradients would silently be None."""
+    model = random_torch_model(SPECS["v2 (GRN)"], seed=12)
+    for name, p in model.named_parameters():
+        p.requires_grad_("pwconv2" in name or "grn" in name)
+    x = torch.from_numpy(images(*ODD_SIZE, seed=12)).float()
+    model(x).square().sum().backward()
+    assert calls == []
+    block = model.stages[0][0]
+    assert block.pwconv2.weight.grad is not None and block.grn.gamma.grad is not None
+
+
+@pytest.mark.filterwarnings("ignore:.*autocast")
+def test_tools_that_watch_the_modules_or_the_operators_see_the_modules(calls):
+    model = random_torch_model(SPECS["v1"], seed=13).eval()
+    x = torch.from_numpy(images(*ODD_SIZE, seed=13)).float()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the modules compute in bfloat16
+            assert model(x).dtype == torch.bfloat16
+
+        seen = []  # a global hook sees every module called
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: seen.append(m)
+        )
+        model(x)
+        handle.remove()
+        assert model.stages[0][0].pwconv1 in seen
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Recording(TorchDispatchMode):  # a dispatch mode alone, without module hooks
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                seen.append(str(func))
+                return func(*args, **(kwargs or {}))
+
+        seen.clear()
+        with Recording():
+            model(x)
+        assert not any("linear_pointwise" in op for op in seen)
+        assert any(op.startswith(("aten.addmm", "aten.mm")) for op in seen)
+
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:  # a dispatch mode: counts aten ops
+            model(x)
+        with kernels.fused_kernels(False), FlopCounterMode(display=False) as plain_counter:
+            model(x)
+        assert counter.get_total_flops() == plain_counter.get_total_flops() > 0
+    assert calls == []
+
+    graph = torch.fx.symbolic_trace(model).graph  # FX: the modules, as call_module nodes
+    targets = {node.target for node in graph.nodes if node.op == "call_module"}
+    assert "stages.0.0.pwconv1" in targets and "stages.0.0.act" in targets
+
+
+def test_torch_compile_captures_the_block_in_one_graph():
+    block = convnext_torch.Block(16).eval()
+    x = torch.randn(2, 16, 9, 11)
+    with torch.no_grad():
+        expected = block(x)
+        compiled = torch.compile(block, backend="eager", fullgraph=True)  # no graph break
+        torch.testing.assert_close(compiled(x), expected)
