@@ -185,8 +185,13 @@ def paired_ratio(per_round: dict, impl: str, references: list[str], batch: int) 
     return statistics.median(ratios) if ratios else None
 
 
-def with_int_batches(per_round: dict) -> dict:
-    return {impl: {int(b): ms for b, ms in by.items()} for impl, by in per_round.items()}
+def saved_results() -> dict:
+    """results.json as written, its batch sizes ints again (JSON keys are strings)."""
+    results = json.loads(RESULTS_JSON.read_text())
+    results["per_round"] = {
+        impl: {int(b): ms for b, ms in by.items()} for impl, by in results["per_round"].items()
+    }
+    return results
 
 
 def export_artifacts(workdir: Path) -> dict[str, str]:
@@ -573,13 +578,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.report:
-        results = json.loads(RESULTS_JSON.read_text())
-        results["per_round"] = with_int_batches(results["per_round"])
-        RESULTS.write_text(report(results))
+        RESULTS.write_text(report(saved_results()))
         return
     if args.tests_only:
-        results = json.loads(RESULTS_JSON.read_text())
-        results["per_round"] = with_int_batches(results["per_round"])
+        results = saved_results()
         say("the test suite ...")
         results["tests"] = test_suite()
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")

@@ -53,15 +53,22 @@ def relative_error(output: dict, reference: dict) -> float:
     )
 
 
-@pytest.mark.parametrize("case", list(SPECS))
-def test_fused_error_against_float64_is_the_plain_error(case, calls):
-    spec = SPECS[case]
-    model = random_torch_model(spec, seed=7).double()
-    x = images(*ODD_SIZE, seed=7)
+def float32_against_float64(spec: ModelSpec, seed: int = 7) -> tuple:
+    """A randomised float32 model, its input, its float64 outputs, and the plain path's float32
+    error against them."""
+    model = random_torch_model(spec, seed=seed).double()
+    x = images(*ODD_SIZE, seed=seed)
     reference = torch_outputs(model, x)
     model.float()
     with kernels.fused_kernels(False):
         plain = relative_error(torch_outputs(model, x), reference)
+    return model, x, reference, plain
+
+
+@pytest.mark.parametrize("case", list(SPECS))
+def test_fused_error_against_float64_is_the_plain_error(case, calls):
+    spec = SPECS[case]
+    model, x, reference, plain = float32_against_float64(spec)
     assert calls == []
     fused = relative_error(torch_outputs(model, x), reference)
     # each forward (stages, then logits) calls the kernel twice per block: GELU epilogue, none
@@ -70,13 +77,7 @@ def test_fused_error_against_float64_is_the_plain_error(case, calls):
 
 
 def test_a_subtly_wrong_fused_kernel_fails_the_bound(monkeypatch):
-    spec = SPECS["v1"]
-    model = random_torch_model(spec, seed=7).double()
-    x = images(*ODD_SIZE, seed=7)
-    reference = torch_outputs(model, x)
-    model.float()
-    with kernels.fused_kernels(False):
-        plain = relative_error(torch_outputs(model, x), reference)
+    model, x, reference, plain = float32_against_float64(SPECS["v1"])
     original = kernels._LINEAR_POINTWISE
 
     def tanh_gelu(x, w, b, attr, scalars, algorithm):
