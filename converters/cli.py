@@ -52,6 +52,8 @@ FLAGS = {
     "target": "--to",
     "include_top=False": "--no-top",
     "force": "--force",
+    "report": "--report",
+    "json_path": "--json",
     "key": "--key",
     "size": "--size",
     "batch": "--batch",
@@ -262,8 +264,18 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--allow-tf32", action="store_true", help="on a GPU, leave TensorFloat-32 on"
     )
-    verify.add_argument("--report", type=Path, metavar="PATH.html", help="write an HTML report")
-    verify.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON")
+    verify.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH.html",
+        help="write an HTML report to this file (not a directory; checked before the run)",
+    )
+    verify.add_argument(
+        "--json", type=Path, metavar="PATH", help="write the result as JSON to this file"
+    )
+    verify.add_argument(
+        "--force", action="store_true", help="replace an existing --report / --json file"
+    )
     verify.set_defaults(run=run_verify, unusable=2)
 
     export = commands.add_parser(
@@ -342,12 +354,12 @@ def run_convert(args: argparse.Namespace, pipeline) -> int:
 
 
 def run_verify(args: argparse.Namespace, pipeline) -> int:
-    for path in (args.report, args.json):
-        if path is not None and not path.parent.is_dir():
-            raise ConversionError(f"{path.parent}: no such directory")
     result = pipeline.verify_file(
         args.torch_src,
         args.deployed,
+        report=args.report,
+        json_path=args.json,
+        force=args.force,
         layout=args.layout,
         ema=args.ema,
         variant=args.variant,
@@ -369,12 +381,6 @@ def run_verify(args: argparse.Namespace, pipeline) -> int:
         log=say,
     )
     print(as_flags(result.format()))
-    if args.report:
-        pipeline.write_report(result, args.report)
-        say(f"wrote {args.report}")
-    if args.json:
-        pipeline.write_json(result, args.json)
-        say(f"wrote {args.json}")
     return 0 if result.passed else 1
 
 

@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     write_pictures(pictures, originals, y_test)
     convnext(
         "verify", str(checkpoint), str(keras_file), "--images", str(pictures),
-        "--size", str(SIZE), str(SIZE), "--batch", "64", "--report", str(out / "verify.html"),
+        "--size", str(SIZE), str(SIZE), "--batch", "64",
+        "--report", str(out / "verify.html"), "--force",
     )  # fmt: skip
 
     rows = [

@@ -430,10 +430,75 @@ def checked_spec(variant: str, **overrides) -> ModelSpec:
 # --- verify and export ---------------------------------------------------------------------
 
 
-def verify_file(torch_src: str | Path, deployed: str | Path, **options) -> Verification:
+def verify_file(
+    torch_src: str | Path,
+    deployed: str | Path,
+    report: str | Path | None = None,
+    json_path: str | Path | None = None,
+    force: bool = False,
+    log: Log = quiet,
+    **options,
+) -> Verification:
     """converters.verify.verify: check a deployed model (SavedModel, .tflite, Keras file)
-    against a PyTorch checkpoint; the options are verify()'s."""
-    return verify(torch_src, deployed, **options)
+    against a PyTorch checkpoint; the options are verify()'s. `report` (an HTML page) and
+    `json_path` are checked before anything runs, as every output is (nothing replaced
+    without `force`, never a directory, never one of the inputs), and written atomically
+    once the verdict is in."""
+    sources = [Path(torch_src), Path(deployed)]
+    if options.get("images") is not None:
+        sources.append(Path(options["images"]))
+    outputs = [(name, Path(p)) for name, p in (("report", report), ("json_path", json_path)) if p]
+    check_report_destinations(outputs, force, sources)
+    result = verify(torch_src, deployed, log=log, **options)
+    for name, path in outputs:
+        text = render_report(result) if name == "report" else result.to_json() + "\n"
+        write_text(text, path, force)
+        log(f"wrote {path}")
+    return result
+
+
+def check_report_destinations(
+    outputs: list[tuple[str, Path]], force: bool, sources: list[Path]
+) -> None:
+    """Before the verification starts, so that a place that cannot be written costs no
+    minutes: each output path is no directory, none of the inputs (the checkpoint, the
+    artifact or anything in it, the pictures), not another output, in a directory that takes
+    new files, and holds nothing unless `force`, which replaces only a regular file (never a
+    symlink, a device or a FIFO, which a report would turn into a plain file)."""
+    seen: dict[Path, str] = {}
+    for name, path in outputs:
+        if path.is_dir():
+            raise ConversionError(f"{path}: is a directory; `{name}` takes a file path")
+        if any(is_input(source, path) for source in sources):
+            raise ConversionError(f"{path}: is one of verify's inputs; write `{name}` elsewhere")
+        key = path.parent.resolve() / path.name
+        if key in seen:
+            raise ConversionError(f"{path}: given to both `{seen[key]}` and `{name}`")
+        seen[key] = name
+        if os.path.lexists(path):
+            if not force:
+                raise ConversionError(f"{path}: exists; pass `force` to overwrite it")
+            if path.is_symlink() or not path.is_file():
+                raise ConversionError(
+                    f"{path}: exists and is not a regular file; `force` replaces only those"
+                )
+        if not path.parent.is_dir():
+            raise ConversionError(f"{path.parent}: no such directory")
+        check_writable(path)
+
+
+def is_input(source: Path, path: Path) -> bool:
+    """Whether `path` is `source`, or lies inside it (a SavedModel's or a Hugging Face
+    directory's files, a folder of pictures), by any name or symlink."""
+    try:
+        if os.path.lexists(path) and os.path.samefile(source, path):
+            return True
+    except OSError:
+        pass
+    if source.is_dir():
+        inside = path.parent.resolve()
+        return inside == source.resolve() or source.resolve() in inside.parents
+    return False
 
 
 def export_file(
@@ -566,19 +631,25 @@ def inspect_keras(path: Path) -> list[tuple]:
     ]
 
 
-def write_report(result: Verification, path: str | Path) -> None:
-    """`result` as one self-contained HTML page (converters.report), written atomically."""
+def write_report(result: Verification, path: str | Path, force: bool = False) -> None:
+    """`result` as one self-contained HTML page (converters.report), written atomically;
+    an existing file is replaced only with `force`."""
+    write_text(render_report(result), Path(path), force)
+
+
+def write_json(result: Verification, path: str | Path, force: bool = False) -> None:
+    write_text(result.to_json() + "\n", Path(path), force)
+
+
+def render_report(result: Verification) -> str:
     from converters.report import render_html
 
-    write_text(render_html(result), Path(path))
+    return render_html(result)
 
 
-def write_json(result: Verification, path: str | Path) -> None:
-    write_text(result.to_json() + "\n", Path(path))
-
-
-def write_text(text: str, path: Path) -> None:
-    """A report replaces the previous one: a check is rerun, its report rewritten."""
+def write_text(text: str, path: Path, force: bool = False) -> None:
+    """Through atomic_output: without `force` nothing is replaced, even a file that appeared
+    while the verification ran."""
     data = text.encode()
-    with atomic_output(path, force=True, size=len(data)) as tmp, open(tmp, "wb") as f:
+    with atomic_output(path, force=force, size=len(data)) as tmp, open(tmp, "wb") as f:
         f.write(data)

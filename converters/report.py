@@ -29,11 +29,13 @@ def shown(value: float) -> float:
 
 def comparable(p: Point) -> bool:
     """Whether a point has a difference to draw (not a shape mismatch, not NaN or inf)."""
-    return not p.note and math.isfinite(p.max_rel)
+    return not p.note and not p.nonfinite and math.isfinite(p.max_rel)
 
 
 def failure_label(p: Point) -> str:
     """The short words written at the top of the axis for a point that has no number."""
+    if p.nonfinite:
+        return "NaN or Inf"
     if "shape" in p.note:
         return "shapes differ"
     return "not comparable" if p.note else "not finite"
@@ -261,7 +263,8 @@ def point_row(p: Point) -> str:
 
 
 def image_row(r: ImageRow) -> str:
-    cells = f"<td>{e(r.name)}</td><td>{r.expected}</td><td>{r.found}</td>{yes(r.agree)}"
+    found = r.found if r.found >= 0 else "NaN or Inf"
+    cells = f"<td>{e(r.name)}</td><td>{r.expected}</td><td>{found}</td>{yes(r.agree)}"
     return row(cells + num(r.max_abs), bad=not r.agree)
 
 

@@ -31,11 +31,14 @@ class Point:
     atol: float = 0.0
     scale: float = 1.0  # the largest absolute reference value
     note: str = ""  # why it cannot be compared, e.g. "shape (2, 8, 16, 17) vs (2, 8, 15, 16)"
+    nonfinite: int = 0  # images where the artifact gives NaN or Inf here (PyTorch is finite)
 
     @property
     def ok(self) -> bool:
-        if self.note:
+        if self.note or self.nonfinite:
             return False
+        if not all(map(math.isfinite, (self.max_abs, self.atol, self.tolerance, self.scale))):
+            return False  # a NaN compares False, but an infinite tolerance would pass anything
         return bool(self.max_abs <= self.atol + self.tolerance * self.scale)  # False for NaN
 
 
@@ -45,7 +48,7 @@ class ImageRow:
 
     name: str  # the file name, or `random 3`
     expected: int  # PyTorch's top-1 class
-    found: int  # the artifact's
+    found: int  # the artifact's (-1: its output holds NaN or Inf)
     max_abs: float  # largest output difference on this image
 
     @property

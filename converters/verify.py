@@ -14,6 +14,7 @@ block (`stages.2.5`) or stem (`downsample_layers.0`) where the artifact goes wro
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import time
@@ -153,12 +154,19 @@ class Feeding:
 
 
 class Tally:
-    """The largest differences seen at one named output, batch after batch."""
+    """The largest differences seen at one named output, batch after batch.
+
+    Every reduction here keeps a NaN: Python's max(0.0, nan) is 0.0 and numpy's max of a NaN
+    array is NaN only by luck of the ufunc, so a NaN or infinity in the artifact's output
+    would otherwise vanish and leave a PASS. Non-finite values where PyTorch is finite are
+    counted apart (`nonfinite`, the images they are in), and fail the point by themselves."""
 
     def __init__(self) -> None:
         self.max_abs = 0.0
         self.floor_abs = 0.0
         self.scale = 0.0
+        self.nonfinite: list[int] = []  # the images (by position in the run) with NaN or Inf
+        self.seen = 0  # images compared so far
         self.note = ""
 
     def add(self, reference: np.ndarray, found: np.ndarray) -> None:
@@ -166,11 +174,14 @@ class Tally:
             self.note = f"shape {tuple(found.shape)}, PyTorch {tuple(reference.shape)}"
             self.max_abs = float("inf")
             return
-        self.max_abs = max(self.max_abs, nan_max(np.abs(found - reference)))
-        self.scale = max(self.scale, float(np.max(np.abs(reference))))
+        bad = ~np.isfinite(found.reshape(len(found), -1)).all(axis=1)
+        self.nonfinite += [self.seen + int(i) for i in np.flatnonzero(bad)]
+        self.seen += len(found)
+        self.max_abs = worst(self.max_abs, nan_max(np.abs(found - reference)))
+        self.scale = worst(self.scale, nan_max(np.abs(reference)))
 
     def add_floor(self, reference: np.ndarray, baseline: np.ndarray) -> None:
-        self.floor_abs = max(self.floor_abs, float(np.max(np.abs(baseline - reference))))
+        self.floor_abs = worst(self.floor_abs, nan_max(np.abs(baseline - reference)))
 
     def point(
         self,
@@ -183,6 +194,9 @@ class Tally:
         one that applies (float64: the float32 floor times 2^-29, see verify_models)."""
         scale = self.scale or 1.0
         floor = self.floor_abs / scale * floor_scale
+        note = self.note
+        if self.nonfinite and not note:
+            note = f"NaN or Inf in {len(self.nonfinite)} of {self.seen} images"
         return Point(
             name,
             self.max_abs,
@@ -191,13 +205,34 @@ class Tally:
             tolerance(floor),
             atol=atol,
             scale=scale,
-            note=self.note,
+            note=note,
+            nonfinite=len(self.nonfinite),
         )
 
 
 def nan_max(values: np.ndarray) -> float:
     """The largest value, or NaN if there is one: a NaN must fail, not vanish in max()."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return 0.0
     return float("nan") if np.isnan(values).any() else float(np.max(values))
+
+
+def worst(*values: float) -> float:
+    """max() that keeps a NaN wherever it stands (Python's max(0.0, nan) is 0.0)."""
+    return float("nan") if any(math.isnan(v) for v in values) else max(values)
+
+
+def check_reference_finite(expected: dict[str, np.ndarray], names: list[str]) -> None:
+    """A PyTorch model whose own output is NaN or Inf on these inputs is no reference: the
+    checkpoint holds such values, or overflows; nothing can be verified against it."""
+    for name, value in expected.items():
+        if not np.isfinite(value).all():
+            raise ConversionError(
+                f"the PyTorch model gives NaN or Inf at {name} on {', '.join(names)}: the "
+                "checkpoint is no reference to verify against (`convnext inspect` lists "
+                "non-finite tensors)"
+            )
 
 
 def verify(
@@ -394,6 +429,7 @@ def verify_models(
     for names, pixels in inputs.batches(batch):
         x = feed.torch_input(pixels)
         expected = torch_trace(reference, x)
+        check_reference_finite(expected, names)
         output_name = list(expected)[-1]  # head, norm (no head) or a backbone's last norm
         m = min(len(names), floored_at_most - floored)
         floor = torch_trace(baseline, x[:m]) if m > 0 else {}
@@ -429,8 +465,10 @@ def verify_models(
         if feed.output != "features":
             k = min(5, want.shape[1])
             for name, w, g in zip(names, want, got, strict=True):
-                rows.append(ImageRow(name, int(w.argmax()), int(g.argmax()), nan_max(abs(w - g))))
-                topk_same.append(set(np.argsort(-w)[:k]) == set(np.argsort(-g)[:k]))
+                finite = bool(np.isfinite(g).all())
+                found_class = int(g.argmax()) if finite else -1  # NaN agrees with no class
+                rows.append(ImageRow(name, int(w.argmax()), found_class, nan_max(abs(w - g))))
+                topk_same.append(finite and set(np.argsort(-w)[:k]) == set(np.argsort(-g)[:k]))
     factor = FACTOR
     smallest = UNIT_ROUNDOFF.get(precision, UNIT_ROUNDOFF["float32"])
     # No float128 to measure a float64 artifact's floor against: rounding error scales with
@@ -440,13 +478,25 @@ def verify_models(
     )
 
     def tolerance(floor: float) -> float:
-        return rtol if rtol is not None else factor * max(floor, smallest)
+        if rtol is not None:
+            return rtol
+        return float("nan") if math.isnan(floor) else factor * max(floor, smallest)
 
     final = served.point(output_name, tolerance, atol or 0.0, floor_scale)
     points = [t.point(n, tolerance, floor_scale=floor_scale) for n, t in tallies.items()]
     if artifact.traced and not points:
         notes.append("its stage outputs carry no names this model has: not compared")
     first = next((p.name for p in points if not p.ok), None)
+    if final.nonfinite:
+        where = [inputs.names[i] for i in served.nonfinite]
+        first_nan = next((p.name for p in points if p.nonfinite), None)
+        notes.insert(
+            0,
+            f"the artifact's output holds NaN or Inf on {len(served.nonfinite)} of "
+            f"{served.seen} images ({', '.join(where[:8])}"
+            f"{', ...' if len(where) > 8 else ''}), where PyTorch's is finite: a FAIL"
+            + (f"; first NaN or Inf at {first_nan}" if first_nan else ""),
+        )
     passed = final.ok
     if passed and first:
         notes.append(f"{first} is out of its tolerance, the output is not")

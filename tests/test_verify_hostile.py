@@ -1,0 +1,294 @@
+"""`convnext verify` against artifacts and options that try to fool it or to harm the user:
+NaN and Inf outputs that must FAIL, report paths that must not replace anything, names that
+must not forge a verdict. Each case was seen to pass wrongly (or to overwrite) before its fix.
+
+The comparison cases run converters.verify.verify_models on an in-memory artifact whose
+output is exactly what the case needs; the command-line cases use real files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converters.artifacts import Artifact
+from converters.errors import ConversionError
+from converters.verify import feeding, random_images, verify_models
+from tests.helpers import assert_one_line_error, random_torch_model, run
+from tests.test_verify import SIZE, SPEC, keras_copy, write
+
+pytest.importorskip("ai_edge_litert", reason=".tflite files need ai-edge-litert (deploy extra)")
+
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    return random_torch_model(SPEC, seed=1)
+
+
+@dataclass
+class Scripted(Artifact):
+    """A black box whose output is the correct logits passed through `edit`: a deployment
+    that is right, or wrong in exactly one chosen way."""
+
+    model: torch.nn.Module | None = None
+    edit: object = None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = self.model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+        return self.edit(logits.astype(np.float32))
+
+
+def compare(model: torch.nn.Module, edit) -> object:
+    artifact = Scripted(Path("scripted"), "keras", "a scripted black box", model=model, edit=edit)
+    feed = feeding(artifact, 3, None, None, None, None, None)
+    inputs = random_images(BATCH, SIZE, 3, seed=0)
+    return verify_models(model, artifact, inputs, feed, batch=2)
+
+
+def all_nan(logits):
+    return np.full_like(logits, np.nan)
+
+
+def wrong_with_one_nan(logits):
+    """A wildly wrong head (every logit times 7) with a single NaN logit in each image."""
+    out = logits * 7.0
+    out[:, 2] = np.nan
+    return out
+
+
+def one_inf(logits):
+    out = logits.copy()
+    out[1, 0] = np.inf
+    return out
+
+
+def nan_in_second_batch_only(logits):
+    """NaN only in the images of the second batch, after a first batch that agreed: a
+    running max that starts from a finite value must not drop it."""
+    out = logits.copy()
+    if compare.calls % 2:
+        out[:] = np.nan
+    compare.calls += 1
+    return out
+
+
+compare.calls = 0
+
+
+def test_the_scripted_artifact_passes_unedited(tiny_model):
+    """The sibling of the NaN cases: the same black box, unedited, PASSES."""
+    result = compare(tiny_model, lambda logits: logits)
+    assert result.passed, result.format()
+
+
+@pytest.mark.parametrize(
+    "edit, images",
+    [
+        (all_nan, 4),
+        (wrong_with_one_nan, 4),
+        (one_inf, 2),  # one image in each batch of 2
+        (nan_in_second_batch_only, 2),
+    ],
+)
+def test_nan_or_inf_in_the_output_fails_and_is_named(tiny_model, edit, images):
+    """NaN or Inf where PyTorch is finite is a FAIL, whatever the rest of the output: said in
+    the verdict's notes with the count of images, in the JSON, and in no image's agreement."""
+    result = compare(tiny_model, edit)
+    text = result.format()
+    assert not result.passed, text
+    assert result.output.nonfinite == images
+    assert not result.output.ok
+    assert f"holds NaN or Inf on {images} of {BATCH} images" in text
+    assert text.splitlines()[-1].startswith("FAIL: ")
+    data = json.loads(result.to_json())
+    assert data["verdict"] == "FAIL" and data["output"]["ok"] is False
+    assert data["output"]["nonfinite"] == images
+    nan_rows = [row for row in result.images if row.found == -1]
+    assert len(nan_rows) == images and not any(row.agree for row in nan_rows)
+
+
+def test_nan_in_a_block_names_that_block_first(tmp_path, tiny_model):
+    """A traced artifact whose stages.1.0 gives NaN (one depthwise weight NaN): FAIL, with
+    stages.1.0 the first divergence and the first NaN, in the text and the HTML report."""
+    from converters.artifacts import open_artifact
+    from converters.convert import keras_variables
+    from converters.report import render_html
+
+    model = keras_copy(tiny_model)
+    variable = keras_variables(model)["stages.1.0.dwconv.weight"]
+    value = variable.numpy()
+    value.flat[3] = np.nan
+    variable.assign(value)
+    path = write(model, tmp_path / "nan.weights.h5")
+    artifact = open_artifact(path, SPEC)
+    feed = feeding(artifact, 3, None, None, None, None, None)
+    result = verify_models(tiny_model, artifact, random_images(2, SIZE, 3, 0), feed, batch=2)
+    assert not result.passed
+    assert result.first_divergence == "stages.1.0"
+    assert "first NaN or Inf at stages.1.0" in result.format()
+    assert "NaN or Inf" in render_html(result)
+
+
+def test_a_reference_that_is_not_finite_is_unusable(tiny_model):
+    """A checkpoint whose own model gives NaN is no reference: refused, not PASS or FAIL."""
+    import copy
+
+    broken = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        broken.head.weight[0, 0] = float("nan")
+    with pytest.raises(ConversionError, match="the PyTorch model gives NaN or Inf at head"):
+        compare(broken, lambda logits: logits)
+
+
+def test_an_infinite_tolerance_is_refused(tiny_model):
+    from converters.verification import Point
+
+    assert not Point("x", 1.0, 1.0, 0.0, float("inf")).ok
+    assert not Point("x", 1.0, 1.0, 0.0, 1e-3, atol=float("inf")).ok
+
+
+# --- the command line: an all-NaN .tflite ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def atto(tmp_path_factory, torch_model) -> Path:
+    path = tmp_path_factory.mktemp("atto") / "atto.pth"
+    torch.save({"model": torch_model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nan_tflite(atto, torch_model) -> Path:
+    """The atto conversion exported to .tflite with its head's weights NaN: all-NaN logits,
+    what a careless conversion produces."""
+    from converters.convert import keras_variables
+    from converters.export import export_model
+    from tests.helpers import converted_keras_model
+
+    model = converted_keras_model(torch_model, "convnext_atto", "float32", num_classes=10)
+    variable = keras_variables(model)["head.weight"]
+    variable.assign(np.full(variable.shape, np.nan, np.float32))
+    path = atto.with_name("nan.tflite")
+    export_model(model, path)
+    return path
+
+
+def test_cli_an_all_nan_tflite_fails_in_text_json_and_html(capsys, tmp_path, atto, nan_tflite):
+    report, record = tmp_path / "r.html", tmp_path / "r.json"
+    code, out, err = run(
+        capsys, "verify", atto, nan_tflite, "--size", *SIZE, "--batch", 2,
+        "--report", report, "--json", record,
+    )  # fmt: skip
+    assert code == 1, out + err
+    assert out.strip().splitlines()[-1].startswith("FAIL: logits")
+    assert "holds NaN or Inf on 2 of 2 images" in out
+    assert "first divergence: head" in out
+    assert json.loads(record.read_text())["verdict"] == "FAIL"
+    page = report.read_text()
+    assert "FAIL: logits" in page and "NaN or Inf" in page
+    assert not os.path.exists(tmp_path / "r.html.tmp")
+
+
+# --- --report and --json: checked before the run, nothing replaced, no input overwritten ----
+
+
+def refused_before_the_run(capsys, checkpoint: Path, deployed: Path, *options, says: str):
+    """verify with these output options: exit 2, one line containing `says`, and nothing read
+    (the log has no 'reading' line: a place that cannot be written costs no minutes)."""
+    code, out, err = run(capsys, "verify", checkpoint, deployed, *options)
+    assert_one_line_error(code, err, says, status=2)
+    assert "reading" not in err and out == ""
+
+
+@pytest.fixture
+def artifact_dir(tmp_path) -> Path:
+    """A stand-in SavedModel directory: the checks come before anything opens it."""
+    path = tmp_path / "savedmodel"
+    path.mkdir()
+    (path / "saved_model.pb").write_bytes(b"")
+    return path
+
+
+def test_a_directory_given_to_report_is_refused_and_kept(capsys, tmp_path, atto, artifact_dir):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep me")
+    for force in ([], ["--force"]):
+        refused_before_the_run(
+            capsys, atto, artifact_dir, "--report", folder, *force, says="is a directory"
+        )
+    assert (folder / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("which", ["checkpoint", "inside the artifact", "symlink to checkpoint"])
+def test_an_input_given_as_an_output_is_refused_even_with_force(
+    capsys, tmp_path, atto, artifact_dir, which
+):
+    data = atto.read_bytes()
+    target = {
+        "checkpoint": atto,
+        "inside the artifact": artifact_dir / "saved_model.pb",
+        "symlink to checkpoint": tmp_path / "link.json",
+    }[which]
+    if which == "symlink to checkpoint":
+        target.symlink_to(atto)
+    refused_before_the_run(
+        capsys, atto, artifact_dir, "--json", target, "--force", says="is one of verify's inputs"
+    )
+    assert atto.read_bytes() == data
+    assert (artifact_dir / "saved_model.pb").read_bytes() == b""
+
+
+def test_a_symlink_to_a_device_is_not_replaced(capsys, tmp_path, atto, artifact_dir):
+    link = tmp_path / "out.json"
+    link.symlink_to(os.devnull)
+    refused_before_the_run(capsys, atto, artifact_dir, "--json", link, says="exists; pass --force")
+    refused_before_the_run(
+        capsys, atto, artifact_dir, "--json", link, "--force", says="not a regular file"
+    )
+    assert link.is_symlink() and os.readlink(link) == os.devnull
+
+
+def test_an_existing_report_needs_force(capsys, tmp_path, atto, artifact_dir):
+    old = tmp_path / "r.html"
+    old.write_text("previous")
+    refused_before_the_run(capsys, atto, artifact_dir, "--report", old, says="pass --force")
+    assert old.read_text() == "previous"
+
+
+def test_one_path_for_both_outputs_is_refused(capsys, tmp_path, atto, artifact_dir):
+    path = tmp_path / "same"
+    refused_before_the_run(
+        capsys, atto, artifact_dir, "--report", path, "--json", path, says="given to both"
+    )
+
+
+def test_an_output_in_a_missing_directory_is_refused_before_the_run(
+    capsys, tmp_path, atto, artifact_dir
+):
+    refused_before_the_run(
+        capsys, atto, artifact_dir, "--json", tmp_path / "nowhere" / "r.json", says="no such dir"
+    )
+
+
+def test_force_replaces_a_previous_report(capsys, tmp_path, atto, nan_tflite):
+    """The sibling of the refusals: with --force an existing regular file is replaced (a
+    check rerun rewrites its report), atomically, with no temporary left beside it."""
+    record = tmp_path / "r.json"
+    record.write_text("previous")
+    code, out, err = run(
+        capsys, "verify", atto, nan_tflite, "--size", *SIZE, "--batch", 2, "--json", record,
+        "--force",
+    )  # fmt: skip
+    assert code == 1, out + err
+    assert json.loads(record.read_text())["verdict"] == "FAIL"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
