@@ -14,7 +14,8 @@ stem where it starts. Anything else is a black box: only its output can be compa
 
 Opening a SavedModel or .tflite file runs none of the Python in it (a SavedModel holds a
 TensorFlow graph, a .tflite file LiteRT operators); calling it runs that graph, which is
-what verifying it means. Keras files are read in Keras' safe mode (no lambdas).
+what verifying it means, so a SavedModel's every function that loading or calling can reach
+is first checked against an allow-list of inference operations (converters.savedmodel_ops). Keras files are read in Keras' safe mode (no lambdas).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from converters.files import (
     suffix_of,
 )
 from converters.parity import is_backbone, keras_trace
+from converters.savedmodel_ops import check_savedmodel
 from converters.spec import ModelSpec
 
 SERVING_SIGNATURE = "serving_default"  # what TF Serving and LiteRT call by default
@@ -263,88 +265,10 @@ class SavedModelArtifact(Artifact):
         return {name: value.numpy() for name, value in outputs.items()}
 
 
-# Operations that reach outside the computation: files, checkpoints, Python callbacks. A
-# signature that verify calls must use none of them (the saver's own functions, which do, are
-# never called). A list of what is refused, not of what is allowed, so that a hand-written
-# port's unusual arithmetic still runs.
-OUTSIDE_OPS = frozenset(
-    """ReadFile WriteFile MatchingFiles DeleteFile Save SaveV2 SaveSlices Restore RestoreV2
-    RestoreSlice MergeV2Checkpoints PyFunc PyFuncStateless EagerPyFunc ImmutableConst
-    WholeFileReader WholeFileReaderV2 TFRecordReader TFRecordReaderV2 TextLineReader
-    TextLineReaderV2 FixedLengthRecordReader FixedLengthRecordReaderV2 LMDBReader
-    TFRecordDataset TFRecordDatasetV2 TextLineDataset FixedLengthRecordDataset
-    FixedLengthRecordDatasetV2 SaveDataset SaveDatasetV2 LoadDataset WriteSummary
-    CreateSummaryFileWriter WriteAudioSummary WriteImageSummary WriteScalarSummary
-    WriteHistogramSummary WriteRawProtoSummary DebugIdentity DebugIdentityV2
-    DebugIdentityV3""".split()
-)
-
-
-def check_signature_ops(path: Path, signatures: tuple[str, ...]) -> bool:
-    """Refuse a SavedModel whose `signatures` would read or write files or call Python when
-    run: every operation reachable from their outputs (through the functions they call, to
-    any depth) is read from saved_model.pb before TensorFlow loads anything. Returns whether
-    the graph holds keras.applications' input normalisation (`..._prestem_normalization`):
-    such a model takes pixels 0-255."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    try:
-        saved.ParseFromString((path / "saved_model.pb").read_bytes())
-    except Exception as e:  # noqa: BLE001 - a DecodeError, or an OSError
-        raise ConversionError(
-            f"{path}: saved_model.pb is unreadable ({first_sentence(e)})"
-        ) from None
-    for graph in saved.meta_graphs:
-        nodes = {node.name: node for node in graph.graph_def.node}
-        functions = {f.signature.name: f for f in graph.graph_def.library.function}
-        for key in signatures:
-            if key not in graph.signature_def:
-                continue
-            outputs = graph.signature_def[key].outputs.values()
-            pending = [tensor.name.split(":")[0] for tensor in outputs]
-            seen_nodes: set[str] = set()
-            seen_functions: set[str] = set()
-            while pending:
-                name = pending.pop()
-                if name in seen_nodes or name not in nodes:
-                    continue
-                seen_nodes.add(name)
-                node = nodes[name]
-                pending += [i.lstrip("^").split(":")[0] for i in node.input]
-                refuse_ops(path, key, [node], functions, seen_functions)
-    return any(
-        "_prestem_normalization" in node.name
-        for graph in saved.meta_graphs
-        for function in graph.graph_def.library.function
-        for node in function.node_def
-    )
-
-
-def refuse_ops(path, key, nodes, functions, seen) -> None:
-    """Check `nodes` and every function they call, to any depth."""
-    stack = list(nodes)
-    while stack:
-        node = stack.pop()
-        if node.op in OUTSIDE_OPS:
-            raise ConversionError(
-                f"{path}: refused: signature {key!r} runs {node.op}, which reaches outside "
-                "the computation (files or Python)"
-            )
-        called = [node.op] if node.op in functions else []
-        for value in node.attr.values():
-            called += [value.func.name] if value.HasField("func") else []
-            called += [f.name for f in value.list.func]
-        for name in called:
-            if name in functions and name not in seen:
-                seen.add(name)
-                stack += list(functions[name].node_def)
-
-
 def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
     import tensorflow as tf
 
-    applications = check_signature_ops(path, (signature or SERVING_SIGNATURE, TRACE_SIGNATURE))
+    applications = check_savedmodel(path).keras_applications  # before TensorFlow runs any of it
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:  # noqa: BLE001 - TensorFlow raises many types for a bad directory

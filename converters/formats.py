@@ -131,6 +131,7 @@ class KeyLayout:
         tensors, the keys no rule matched (the caller refuses them), and notes on value
         changes made and on keys skipped."""
         renamed, unmatched, notes, skipped = {}, [], [], {}
+        source: dict[str, str] = {}  # official key -> the key it was read from
         for key, value in tensors.items():
             what = next((what for pattern, what in self.skip if re.match(pattern, key)), None)
             if what is not None:
@@ -140,6 +141,12 @@ class KeyLayout:
             if official is None:
                 unmatched.append(key)
                 continue
+            if official in source:  # two names for one tensor: which is meant is not guessed
+                raise ConversionError(
+                    f"{source[official]} and {key} both name {official} in the {self.name} "
+                    "layout: two copies of one tensor, and which is meant is not guessed"
+                )
+            source[official] = key
             renamed[official], note = self.on_read(official, value)
             if note and note not in notes:
                 notes.append(note)
@@ -159,7 +166,10 @@ class KeyLayout:
             target = rename(key, self.rules, reverse=True) if self.rules else key
             if target is None:
                 raise ConversionError(f"the {self.name} layout has no name for {key}")
-            out[self.written_key(target, spec)], note = self.on_write(key, value, spec)
+            target = self.written_key(target, spec)
+            if target in out:
+                raise ConversionError(f"two tensors would be written as {target}")
+            out[target], note = self.on_write(key, value, spec)
             if note and note not in notes:
                 notes.append(note)
         if self.complete_on_write is not None:

@@ -1732,6 +1732,70 @@ def test_finding_weights_that_reach_outside_their_file_are_refused(
     assert result["outcome"] == "ConversionError", result
 
 
+# --- SavedModel graphs: an operation outside the allow-list, anywhere that runs -------------
+
+
+@pytest.fixture(scope="module")
+def savedmodel_graph(work) -> tuple[Path, bytes, list[str]]:
+    """A convnext export SavedModel of the tiny spec, its saved_model.pb, and the names of
+    every TensorFlow op outside converters.savedmodel_ops.ALLOWED_OPS (tf.raw_ops knows them)."""
+    import tensorflow as tf
+
+    import convnext_tf
+    from converters.export import export_model
+    from converters.savedmodel_ops import ALLOWED_OPS
+    from converters.spec import ModelSpec
+
+    path = work / "graph_savedmodel"
+    if not path.exists():
+        export_model(convnext_tf.create_model(ModelSpec(**SPEC_FIELDS)), path)
+    forbidden = sorted(set(dir(tf.raw_ops)) - ALLOWED_OPS - {"__doc__"})
+    forbidden = [name for name in forbidden if not name.startswith("_")]
+    return path, (path / "saved_model.pb").read_bytes(), forbidden
+
+
+@fuzz_settings(examples=40)
+@given(data=st.data())
+def test_savedmodel_with_a_forbidden_op_anywhere_it_runs_is_refused(savedmodel_graph, data):
+    """One node of one function that loading or calling reaches (a signature, the stages
+    trace, a function those call) gets an op outside the allow-list: refused, naming it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from converters.errors import ConversionError
+    from converters.savedmodel_ops import check_savedmodel, roots
+
+    path, original, forbidden = savedmodel_graph
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(original)
+    graph = saved.meta_graphs[0]
+    reached = sorted(roots(graph.object_graph_def))
+    functions = {f.signature.name: f for f in graph.graph_def.library.function}
+    function = functions[data.draw(st.sampled_from(reached), label="function")]
+    node = function.node_def[data.draw(st.integers(0, len(function.node_def) - 1), label="node")]
+    node.op = data.draw(st.sampled_from(forbidden), label="op")
+    target = path.with_name("graph_mutant")
+    target.mkdir(exist_ok=True)
+    (target / "saved_model.pb").write_bytes(saved.SerializeToString())
+    with pytest.raises(ConversionError, match=f"runs {node.op}"):
+        check_savedmodel(target)
+
+
+@fuzz_settings(examples=40)
+@given(ops=st.lists(BYTE_OPS, min_size=1, max_size=4))
+def test_savedmodel_pb_mutations_check_or_raise_conversion_error(savedmodel_graph, ops):
+    """Mutated bytes of saved_model.pb: the check passes or refuses in one line, nothing else
+    (no DecodeError, no IndexError from a node id that points nowhere)."""
+    from converters.errors import ConversionError
+    from converters.savedmodel_ops import check_savedmodel
+
+    path, original, _ = savedmodel_graph
+    target = path.with_name("bytes_mutant")
+    target.mkdir(exist_ok=True)
+    (target / "saved_model.pb").write_bytes(apply_ops(original, tuple(ops)))
+    with contextlib.suppress(ConversionError):
+        check_savedmodel(target)
+
+
 # --- the harness itself ---------------------------------------------------------------------
 
 

@@ -276,7 +276,20 @@ def test_verify_refuses_a_savedmodel_whose_signature_writes_files(capsys, checkp
     module.serve = serve
     tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": serve})
     code, _, err = run(capsys, "verify", checkpoint, tmp_path / "model", "--size", 61, 67)
-    assert_one_line_error(
-        code, err, "refused: signature 'serving_default' runs WriteFile", status=2
-    )
+    assert_one_line_error(code, err, "refused: serve runs WriteFile", "which it calls", status=2)
     assert not target.exists()
+
+
+def test_two_keys_for_one_tensor_are_refused_naming_both(capsys, tmp_path, torch_model):
+    """Hugging Face names a ConvNextModel's stem with and without the "convnext." prefix:
+    a file holding both (one zeroed) must not convert with whichever came last."""
+    official = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    tensors = {k: torch.from_numpy(v) for k, v in write_layout(official, "hf").items()}
+    stem = "convnext.embeddings.patch_embeddings.weight"
+    tensors["embeddings.patch_embeddings.weight"] = torch.zeros_like(tensors[stem])
+    torch.save(tensors, tmp_path / "twice.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "twice.pth", tmp_path / "out.keras")
+    assert_one_line_error(
+        code, err, stem, "embeddings.patch_embeddings.weight", "both name downsample_layers.0.0"
+    )
+    assert not (tmp_path / "out.keras").exists()

@@ -292,3 +292,111 @@ def test_force_replaces_a_previous_report(capsys, tmp_path, atto, nan_tflite):
     assert code == 1, out + err
     assert json.loads(record.read_text())["verdict"] == "FAIL"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# --- SavedModels that reach out: an allow-list over everything loading or calling runs ------
+
+
+def savedmodel(directory: Path, module, signatures=None) -> Path:
+    import tensorflow as tf
+
+    path = directory / "model"
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+def serving(body):
+    """A serving signature whose logits are `body`'s side effect followed by a mean."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def serve(images):
+        body()
+        return {"logits": tf.reduce_mean(images, axis=[1, 2])}
+
+    return serve
+
+
+def test_an_op_a_deny_list_missed_is_refused_at_call_time(capsys, tmp_path, atto):
+    """tf.print to a file writes it when called (PrintV2 with output_stream="file://..."),
+    an op the old list of forbidden ops did not name: refused before loading, never run."""
+    import tensorflow as tf
+
+    target = tmp_path / "printed"
+    serve = serving(lambda: tf.print("x", output_stream=f"file://{target}"))
+    module = tf.Module()
+    module.serve = serve
+    path = savedmodel(tmp_path, module, {"serving_default": serve})
+    code, _, err = run(capsys, "verify", atto, path, "--size", 61, 67)
+    assert_one_line_error(code, err, "refused: serve", "runs StringFormat", status=2)
+    assert not target.exists()
+
+
+def test_a_resource_initializer_that_writes_at_load_time_is_refused(capsys, tmp_path, atto):
+    """A resource whose _initialize runs when tf.saved_model.load restores it: the file would
+    be written by loading alone, before any signature is called. Refused unloaded."""
+    import tensorflow as tf
+
+    target = tmp_path / "written-at-load"
+
+    class Writer(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="w")
+
+        def _initialize(self):
+            tf.io.write_file(str(target), "x")
+
+    module = tf.Module()
+    module.writer = Writer()
+    module.serve = serving(lambda: None)
+    path = savedmodel(tmp_path, module, {"serving_default": module.serve})
+    target.unlink(missing_ok=True)  # saving ran the initializer once: the test is of loading
+    code, _, err = run(capsys, "verify", atto, path, "--size", 61, 67)
+    assert_one_line_error(code, err, "refused: writer/", status=2)
+    assert not target.exists()
+
+
+def test_a_function_outside_the_signatures_is_checked_too(capsys, tmp_path, atto):
+    """The object graph, not the meta graph's signature_def, is what TF2 loads: a clean
+    signature beside a function that reads a file is refused, naming where that sits."""
+    import tensorflow as tf
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    module = tf.Module()
+    module.serve = serving(lambda: None)
+    module.peek = tf.function(lambda: tf.io.read_file(str(secret)), input_signature=[])
+    module.peek.get_concrete_function()
+    path = savedmodel(tmp_path, module, {"serving_default": module.serve})
+    code, out, err = run(capsys, "verify", atto, path, "--size", 61, 67)
+    assert_one_line_error(code, err, "refused: peek runs ReadFile", status=2)
+    assert "private" not in out + err
+
+
+def test_a_tf1_savedmodel_is_refused(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from converters.savedmodel_ops import check_savedmodel
+
+    saved = saved_model_pb2.SavedModel()
+    saved.meta_graphs.add()
+    (tmp_path / "saved_model.pb").write_bytes(saved.SerializeToString())
+    with pytest.raises(ConversionError, match="a TF1 SavedModel"):
+        check_savedmodel(tmp_path)
+
+
+def test_this_projects_and_keras_exports_are_allowed(tmp_path):
+    """The sibling of the refusals: convnext export, Keras' model.export and a
+    keras.applications model hold only allowed operations."""
+    import keras
+
+    import convnext_tf
+    from converters.export import export_model
+    from converters.savedmodel_ops import check_savedmodel
+
+    model = convnext_tf.create_model(SPEC)
+    export_model(model, tmp_path / "ours")
+    assert not check_savedmodel(tmp_path / "ours").keras_applications
+    applications = keras.applications.ConvNeXtTiny(weights=None, input_shape=(32, 32, 3))
+    applications.export(str(tmp_path / "applications"), verbose=False)
+    assert check_savedmodel(tmp_path / "applications").keras_applications
