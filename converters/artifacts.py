@@ -15,7 +15,8 @@ stem where it starts. Anything else is a black box: only its output can be compa
 Opening a SavedModel or .tflite file runs none of the Python in it (a SavedModel holds a
 TensorFlow graph, a .tflite file LiteRT operators); calling it runs that graph, which is
 what verifying it means, so a SavedModel's every function that loading or calling can reach
-is first checked against an allow-list of inference operations (converters.savedmodel_ops). Keras files are read in Keras' safe mode (no lambdas).
+is first checked against an allow-list of inference operations (converters.savedmodel_ops).
+Keras files are read in Keras' safe mode (no lambdas).
 """
 
 from __future__ import annotations
