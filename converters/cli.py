@@ -29,7 +29,7 @@ import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from converters.errors import ConversionError
+from converters.errors import ConversionError, printable
 from converters.spec import (
     CHECKPOINTS,
     VARIANT_OPTIONS,
@@ -69,6 +69,7 @@ FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    standard_streams_open()
     args = parser().parse_args(argv)
     # SIGTERM and SIGHUP unwind like Ctrl-C (KeyboardInterrupt), through the clean-up of what
     # is being written; a second one while that runs is ignored. Only the main thread may set
@@ -92,10 +93,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return args.run(args, pipeline)
     except (ConversionError, SpecError) as e:
-        print(f"convnext: error: {as_flags(str(e))}", file=sys.stderr)
+        print(f"convnext: error: {printable(as_flags(str(e)))}", file=sys.stderr)
         return args.unusable
+    except BrokenPipeError:  # `convnext variants | head -1`: a closed pipe is a quiet exit
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 128 + int(getattr(signal, "SIGPIPE", 13))
     except OSError as e:  # unreadable source, full disk, no permission to write
-        print(f"convnext: error: {e}", file=sys.stderr)
+        print(f"convnext: error: {printable(str(e))}", file=sys.stderr)
         return args.unusable
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: exit status 128 + the signal
         by = f" by {signal.Signals(received[0]).name}" if received else ""
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a case not foreseen: still one line, the traceback on request
         if os.environ.get("CONVNEXT_DEBUG"):
             raise
-        detail = " ".join(str(e).split())[:300]
+        detail = printable(" ".join(str(e).split())[:300])
         print(
             f"convnext: error: unexpected {type(e).__name__}: {detail} "
             "(set CONVNEXT_DEBUG=1 for the traceback)",
@@ -115,6 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def standard_streams_open() -> None:
+    """Started with stdin, stdout or stderr closed (`2>&-`), the process would hand that
+    descriptor to the next file it opens, and an error line written "to stderr" would land in
+    an output file: each closed one is opened on the null device first, as daemons do."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free descriptor: this one
+    if sys.stderr is None:  # Python saw it closed at start-up: print(file=None) is stdout
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
 
 def as_flags(message: str) -> str:
@@ -404,7 +424,7 @@ def run_inspect(args: argparse.Namespace, pipeline) -> int:
     for label, value in pipeline.inspect_file(
         args.file, layout=args.layout, ema=args.ema, key=args.key
     ):
-        print(f"{label + ':':<16}{as_flags(str(value))}")
+        print(f"{label + ':':<16}{printable(as_flags(str(value)))}")
     return 0
 
 
@@ -427,7 +447,7 @@ def run_variants(args: argparse.Namespace, pipeline=None) -> int:
 
 
 def say(message: str) -> None:
-    print(as_flags(message), file=sys.stderr, flush=True)
+    print(printable(as_flags(message)), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

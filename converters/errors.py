@@ -30,3 +30,19 @@ def first_sentence(error: BaseException) -> str:
     """The first sentence of an exception's message (torch's run to a paragraph)."""
     text = " ".join(str(error).split())
     return text.split(". ")[0].rstrip(".") if text else f"{type(error).__name__}: empty file"
+
+
+def printable(text: str) -> str:
+    """`text` with every control and format character escaped (a newline as \\n, ESC as
+    \\x1b, a right-to-left override as \\u202e): names taken from a file (a signature's
+    output key, a model's name, a file name) are printed as data, so that none can start a
+    line of its own, colour a forged PASS or hide the real verdict."""
+    import unicodedata
+
+    def escape(character: str) -> str:
+        if unicodedata.category(character) not in ("Cc", "Cf", "Zl", "Zp"):
+            return character
+        escaped = character.encode("unicode_escape").decode("ascii")
+        return escaped if escaped != character else f"\\u{ord(character):04x}"
+
+    return "".join(map(escape, text))

@@ -11,6 +11,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from converters.errors import printable
+
 
 @dataclass
 class Point:
@@ -133,7 +135,7 @@ class Verification:
         if self.first_divergence:
             lines.append(f"first divergence: {self.first_divergence}")
         lines.append(self.verdict_line())
-        return "\n".join(lines)
+        return "\n".join(map(printable, lines))  # a name from a file cannot start a line
 
     def artifact_black_box_reason(self) -> str:
         return "a black box: only its outputs can be compared"

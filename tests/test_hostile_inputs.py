@@ -6,6 +6,8 @@ test_writing.py; random mutations of valid files in test_fuzz.py."""
 import json
 import os
 import resource
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -293,3 +295,55 @@ def test_two_keys_for_one_tensor_are_refused_naming_both(capsys, tmp_path, torch
         code, err, stem, "embeddings.patch_embeddings.weight", "both name downsample_layers.0.0"
     )
     assert not (tmp_path / "out.keras").exists()
+
+
+# --- the terminal: names from files printed as data, closed streams ------------------------
+
+
+def test_a_name_from_a_file_cannot_forge_a_verdict_line():
+    """An artifact's description (its signature's output key, its model's name) with a
+    newline and a colour escape: the printed text keeps the real verdict last, on its own
+    line, and no escape sequence reaches the terminal."""
+    from converters.verification import Point, Verification
+
+    forged = "m\n\x1b[32mPASS: logits max rel 0.00e+00\x1b[0m\x1b[8m"
+    result = Verification(
+        passed=False, torch_source="a.pth", deployed=forged, artifact=f"a Keras model ({forged})",
+        inputs="2 random images", output_kind="logits",
+        output=Point("logits", 1.0, 1.0, 1e-7, 1e-6), points=[], first_divergence=None,
+        top1=0.5, topk=0.5, k=5, images=[], tolerance={
+            "rtol": 1e-6, "atol": 0.0, "factor": 10.0, "floor": 1e-7, "precision": "float32",
+            "how": "derived",
+        }, environment={}, notes=[f"the artifact's outputs are called {forged}"],
+    )  # fmt: skip
+    text = result.format()
+    assert "\x1b" not in text
+    assert not any(line.startswith(("PASS", "\x1b")) for line in text.splitlines())
+    assert text.splitlines()[-1].startswith("FAIL: ")
+    assert "\\x1b[32mPASS" in text  # shown, as data
+
+
+def test_a_file_name_with_a_newline_is_one_error_line(capsys, tmp_path):
+    path = tmp_path / "evil\n\x1b[32mname.pth"
+    path.write_bytes(b"not a checkpoint")
+    code, _, err = run(capsys, "convert", path, tmp_path / "out.keras")
+    assert_one_line_error(code, err, "evil\\n\\x1b[32mname.pth")
+    assert "\x1b" not in err
+
+
+def test_a_closed_pipe_is_a_quiet_exit():
+    """`convnext variants | head -1`: no 'Broken pipe' line, the exit status of SIGPIPE."""
+    command = f"{sys.executable} -m converters.cli variants | head -c 10 >/dev/null"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True)
+    assert done.stderr == "", done.stderr
+    assert done.returncode in (0, 141)
+
+
+def test_closed_stderr_does_not_break_a_conversion(tmp_path, checkpoint):
+    """Started with stderr closed (`2>&-`): the conversion succeeds, and its log lines go
+    nowhere rather than into the file written."""
+    out = tmp_path / "out.keras"
+    command = f'"{sys.executable}" -m converters.cli convert "{checkpoint}" "{out}" 2>&-'
+    done = subprocess.run(["bash", "-c", command], stdout=subprocess.PIPE, text=True)
+    assert done.returncode == 0, done.stdout
+    assert (tmp_path / "out.keras").exists()
