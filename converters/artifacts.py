@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import keras
 import numpy as np
 
 from converters import keras_applications
+from converters.archives import CONFIG_LIMIT, keras_member
 from converters.errors import ConversionError, first_sentence
 from converters.files import (
     KERAS_SUFFIXES,
@@ -193,9 +193,8 @@ def keras_applications_weights(path: Path, spec: ModelSpec | None) -> KerasArtif
 def config_class(path: Path) -> str | None:
     """The class a .keras file's config.json names, or None if it is no Keras file."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (KeyError, zipfile.BadZipFile, ValueError, RecursionError, OSError) as e:
+        config = json.loads(keras_member(path, "config.json", CONFIG_LIMIT))
+    except (ValueError, RecursionError) as e:
         raise ConversionError(f"{path}: not a Keras model file ({first_sentence(e)})") from None
     return config.get("class_name") if isinstance(config, dict) else None
 
@@ -204,11 +203,7 @@ def foreign_keras(path: Path) -> KerasArtifact:
     """Any other .keras model (keras.applications, a hand-written port), loaded in safe mode
     and called as a black box."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            inflated = sum(member.file_size for member in archive.infolist())
-            if inflated > 2 * path.stat().st_size + (1 << 20):
-                raise ConversionError(f"{path}: refused: its members inflate to {inflated:,} bytes")
-            check_self_contained(io.BytesIO(archive.read("model.weights.h5")), path)
+        check_self_contained(io.BytesIO(keras_member(path, "model.weights.h5")), path)
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except ConversionError:
         raise
@@ -429,6 +424,7 @@ def open_tflite(path: Path, signature: str | None) -> TFLiteArtifact:
     input_name, details = images[0]
     output_name = pick_output(path, key, dict.fromkeys(signatures[key]["outputs"]))
     layout, size = layout_of(details["shape_signature"])
+    precision, weights = tflite_precision(interpreter)
     artifact = TFLiteArtifact(
         path,
         "tflite",
@@ -436,28 +432,66 @@ def open_tflite(path: Path, signature: str | None) -> TFLiteArtifact:
         layout=layout,
         size=size,
         output=output_kind_of(output_name),
-        precision=tflite_precision(interpreter),
+        precision=precision,
         input_dtype=np.dtype(details["dtype"]).name,
         runner=runner,
         input_name=input_name,
         output_name=output_name,
     )
+    artifact.notes.append(weights)
     if TRACE_SIGNATURE in signatures and signature is None:
         artifact.stages = interpreter.get_signature_runner(TRACE_SIGNATURE)
         artifact.description += f", with the {TRACE_SIGNATURE!r} signature of convnext export"
     return artifact
 
 
-def tflite_precision(interpreter) -> str:
-    """What a .tflite file computes in: float32, or weights stored as float16 (dequantized to
-    float32 when loaded), or int8 weights with activations quantized at run time (dynamic
-    range quantization)."""
-    dtypes = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-    if "int8" in dtypes:
-        return "dynamic-int8"
-    if "float16" in dtypes:
-        return "float16"
-    return "float32"
+# The LiteRT operators whose second input is a weight tensor: where quantization matters.
+WEIGHTED_OPS = frozenset(
+    "CONV_2D DEPTHWISE_CONV_2D FULLY_CONNECTED BATCH_MATMUL TRANSPOSE_CONV CONV_3D".split()
+)
+
+
+def tflite_precision(interpreter) -> tuple[str, str]:
+    """What a .tflite file computes in, decided from the weights its convolutions and matrix
+    products actually take, and said in words: int8 weights with quantization scales (dynamic
+    range quantization, or int8 weights dequantized on load) -> dynamic-int8; float16 weights
+    dequantized to float32 -> float16; else float32. An int8 or float16 tensor anywhere else
+    (a cast that feeds nothing weighted) changes nothing: the tolerance follows the weights."""
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - LiteRT's only view of the graph
+
+    def dtype(index: int) -> str:
+        return np.dtype(tensors[index]["dtype"]).name
+
+    def quantized(index: int) -> bool:
+        return len(tensors[index]["quantization_parameters"]["scales"]) > 0
+
+    dequantized = {  # DEQUANTIZE output -> the stored weight type
+        out: dtype(op["inputs"][0])
+        for op in ops
+        if op["op_name"] == "DEQUANTIZE" and len(op["inputs"])
+        for out in op["outputs"]
+    }
+    counts = {"int8": 0, "float16": 0, "float32": 0}
+    for op in ops:
+        if op["op_name"] not in WEIGHTED_OPS or len(op["inputs"]) < 2 or op["inputs"][1] < 0:
+            continue
+        weight = op["inputs"][1]
+        stored = dequantized.get(weight, dtype(weight))
+        if stored == "int8" and (weight in dequantized or quantized(weight)):
+            counts["int8"] += 1
+        elif stored == "float16":
+            counts["float16"] += 1
+        else:
+            counts["float32"] += 1
+    total = sum(counts.values())
+    for stored, precision in (("int8", "dynamic-int8"), ("float16", "float16")):
+        if counts[stored]:
+            return precision, (
+                f"{counts[stored]} of its {total} convolutions and matrix products take "
+                f"{stored} weights: compared as {precision}"
+            )
+    return "float32", f"its {total} convolutions and matrix products take float32 weights"
 
 
 # --- detection ----------------------------------------------------------------------------
@@ -488,7 +522,7 @@ def open_artifact(
         return open_savedmodel(path, signature)
     if not path.exists():
         raise ConversionError(f"{path}: no such file or directory")
-    if path.suffix == ".tflite" or is_tflite(path):
+    if path.suffix.lower() == ".tflite" or is_tflite(path):
         return open_tflite(path, signature)
     if suffix_of(path, KERAS_SUFFIXES):
         return open_keras(path, spec)

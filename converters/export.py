@@ -39,7 +39,7 @@ def export_model(
     both are verified against a looser tolerance. Written atomically: nothing is left at
     dst on failure. Returns what was written, in words."""
     dst = Path(dst)
-    tflite = dst.suffix == ".tflite"
+    tflite = is_tflite_path(dst)
     if is_backbone(model):
         raise ConversionError("export writes classifiers and feature extractors, not backbones")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -136,18 +136,43 @@ def named_function(name: str, frozen, keys: list[str], spec: list):
     return tf.function(call, input_signature=spec)
 
 
+SAVEDMODEL_FILES = frozenset(
+    "saved_model.pb saved_model.pbtxt variables assets assets.extra fingerprint.pb "
+    "keras_metadata.pb".split()
+)  # what a SavedModel directory holds: `force` replaces a directory of these only
+SAVEDMODEL_SUFFIXES = ("", ".savedmodel", ".saved_model")
+
+
+def is_tflite_path(dst: Path) -> bool:
+    return dst.suffix.lower() == ".tflite"
+
+
 def export_destination_problem(dst: Path) -> str | None:
     """Why `dst` cannot be an export destination, if it cannot."""
-    if dst.suffix in (".keras", ".h5", ".pth", ".pt", ".bin", ".safetensors"):
+    suffix = dst.suffix.lower()
+    if suffix in (".keras", ".h5", ".pth", ".pt", ".bin", ".safetensors"):
         return (
             f"{dst}: export writes a SavedModel directory (a path without a suffix) or a "
             ".tflite file; `convnext convert` writes Keras and PyTorch files"
         )
-    if os.path.exists(dst) and dst.suffix != ".tflite" and not dst.is_dir():
+    if suffix != ".tflite" and suffix not in SAVEDMODEL_SUFFIXES and suffix[1:].isalpha():
+        return (
+            f"{dst}: export writes a .tflite file or a SavedModel directory (a path without "
+            f"a suffix), not {dst.suffix} files"
+        )
+    if os.path.lexists(dst) and suffix != ".tflite" and not dst.is_dir():
         return f"{dst}: exists and is not a directory"
     if dst.is_dir() and not (dst / "saved_model.pb").is_file():
         # `force` replaces a SavedModel, never a directory of something else
         return f"{dst}: a directory that is not a SavedModel; it is not replaced"
-    if dst.suffix == ".tflite" and dst.is_dir():
+    if suffix == ".tflite" and dst.is_dir():
         return f"{dst}: is a directory"
+    if dst.is_dir():
+        others = sorted(p.name for p in dst.iterdir() if p.name not in SAVEDMODEL_FILES)
+        if others:
+            listed = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+            return (
+                f"{dst}: holds files a SavedModel does not ({listed}); replacing it would "
+                "delete them: export elsewhere, or remove them first"
+            )
     return None

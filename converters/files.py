@@ -27,6 +27,7 @@ import torch
 from safetensors.numpy import save_file
 
 import convnext_tf
+from converters.archives import CONFIG_LIMIT, keras_member
 from converters.errors import ConversionError, first_sentence
 from converters.spec import (
     ModelSpec,
@@ -223,8 +224,7 @@ def load_keras_model(path: Path, spec: ModelSpec | None = None) -> keras.Model:
     try:
         if kind == ".keras":
             check_keras_archive(path)
-            with zipfile.ZipFile(path) as archive:
-                check_self_contained(io.BytesIO(archive.read("model.weights.h5")), path)
+            check_self_contained(io.BytesIO(keras_member(path, "model.weights.h5")), path)
             model = keras.models.load_model(path, safe_mode=True)
             if not isinstance(model, MODEL_KINDS):
                 raise ConversionError(f"{path}: holds a {type(model).__name__}, not a ConvNeXt")
@@ -266,7 +266,11 @@ def check_self_contained(source, path: Path) -> None:
     external link, a dataset stored in another file (external storage) or assembled from
     others (a virtual dataset). HDF5 would follow them: read any file as weights, block on a
     FIFO, or crash (Keras before 3.13.2 followed them; h5py segfaults on some). Keras writes
-    none of these. `source` is the file or a file object; `path` names it in the message."""
+    none of these. Arrays that declare far more bytes than the file holds (a dataset of fill
+    values stores nothing, and reading it allocates its whole shape) are refused as well.
+    `source` is the file or a file object; `path` names it in the message."""
+    stored = source.getbuffer().nbytes if isinstance(source, io.BytesIO) else path.stat().st_size
+    declared = 0
     with h5py.File(source, "r") as weights:
         groups, seen = [weights], {weights.id}
         while groups:
@@ -283,9 +287,28 @@ def check_self_contained(source, path: Path) -> None:
                         raise ConversionError(f"{path}: refused: {where} is a group seen before")
                     seen.add(item.id)
                     groups.append(item)
-                elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
-                    how = "a virtual dataset" if item.is_virtual else "stored in another file"
-                    raise ConversionError(f"{path}: refused: {where} is {how}")
+                elif isinstance(item, h5py.Dataset):
+                    if item.external or item.is_virtual:
+                        how = "a virtual dataset" if item.is_virtual else "stored in another file"
+                        raise ConversionError(f"{path}: refused: {where} is {how}")
+                    declared += declared_bytes(item)
+                    if declared > 2 * stored + (1 << 20):  # Keras writes no compressed data
+                        raise ConversionError(
+                            f"{path}: refused: its arrays declare {declared:,} bytes or more, "
+                            f"the file holds {stored:,} (arrays of fill values that would be "
+                            "allocated in full)"
+                        )
+
+
+def declared_bytes(dataset: h5py.Dataset) -> int:
+    """What reading `dataset` would allocate, from its shape and type alone."""
+    count = 1
+    for extent in dataset.shape or ():
+        count *= int(extent)
+    try:
+        return count * dataset.dtype.itemsize
+    except (TypeError, ValueError):  # a type numpy cannot hold: h5py refuses to read it
+        return count
 
 
 def check_regular_file(path: Path) -> None:
@@ -307,16 +330,13 @@ def check_keras_archive(path: Path) -> ModelSpec:
     than its weights (a few bytes asking for xlarge) would otherwise take gigabytes to build.
     Returns the spec the config describes."""
     try:
+        config = json.loads(keras_member(path, "config.json", CONFIG_LIMIT))
         with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
             weights = archive.getinfo("model.weights.h5").file_size
-            inflated = sum(member.file_size for member in archive.infolist())
     except KeyError as e:
         raise ConversionError(f"{path}: not a Keras model file (no {e.args[0]})") from None
     except (zipfile.BadZipFile, ValueError, RecursionError, OSError) as e:
         raise ConversionError(f"{path}: not a Keras model file ({first_sentence(e)})") from None
-    if inflated > 2 * path.stat().st_size + (1 << 20):
-        raise ConversionError(f"{path}: refused: its members inflate to {inflated:,} bytes")
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
         raise ConversionError(f"{path}: config.json does not describe a Keras model")
     class_name = config.get("class_name")

@@ -528,7 +528,7 @@ def export_file(
     check_writable(dst)
     if variant is not None:
         checked_spec(variant)
-    if src.suffix == ".tflite" or (src / "saved_model.pb").is_file():
+    if src.suffix.lower() == ".tflite" or (src / "saved_model.pb").is_file():
         raise ConversionError(
             f"{src}: a deployed model already; export reads PyTorch checkpoints and Keras files"
         )

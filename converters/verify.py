@@ -318,7 +318,7 @@ def check_torch_source(path: Path) -> None:
     what = None
     if path.is_dir() and (path / "saved_model.pb").is_file():
         what = "a SavedModel"
-    elif path.suffix == ".tflite":
+    elif path.suffix.lower() == ".tflite":
         what = "a .tflite file"
     elif path.name.endswith((".keras", ".weights.h5")):
         what = "a Keras file"

@@ -6,6 +6,7 @@ test_writing.py; random mutations of valid files in test_fuzz.py."""
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
 import zipfile
@@ -347,3 +348,102 @@ def test_closed_stderr_does_not_break_a_conversion(tmp_path, checkpoint):
     done = subprocess.run(["bash", "-c", command], stdout=subprocess.PIPE, text=True)
     assert done.returncode == 0, done.stdout
     assert (tmp_path / "out.keras").exists()
+
+
+# --- Keras files whose parts claim more than they hold -------------------------------------
+
+
+def keras_weights_with_a_fill_value_array(directory):
+    """convnext_atto's .weights.h5 with its head kernel replaced by a dataset that declares
+    (30000, 30000) float32, 3.6 GB, and stores nothing (HDF5's fill value)."""
+    import h5py
+
+    import convnext_tf
+
+    path = directory / "fill.weights.h5"
+    convnext_tf.create_model("convnext_atto", num_classes=10).save_weights(path)
+    with h5py.File(path, "r+") as f:
+        names = []
+        f.visititems(lambda name, obj: names.append(name) if "head" in name else None)
+        kernel = next(n for n in names if isinstance(f[n], h5py.Dataset) and f[n].ndim == 2)
+        del f[kernel]
+        f.create_dataset(kernel, shape=(30000, 30000), dtype="float32")
+    assert path.stat().st_size < 20e6
+    return path
+
+
+def test_an_hdf5_array_of_fill_values_is_refused_before_it_is_allocated(tmp_path):
+    from converters.files import load_keras_model
+    from converters.spec import spec_from_name
+
+    path = keras_weights_with_a_fill_value_array(tmp_path)
+    spec = spec_from_name("convnext_atto", num_classes=10)
+
+    def load():
+        with pytest.raises(ConversionError, match="its arrays declare .* bytes or more"):
+            load_keras_model(path, spec)
+
+    assert peak_rss_growth(load) < 300e6  # the array alone would be 3.6 GB
+
+
+def deflate_bomb_keras(directory, config_bytes: int):
+    """A .keras file whose config.json is the real config followed by `config_bytes` spaces,
+    deflated (JSON allows the whitespace; Keras never compresses)."""
+    import convnext_tf
+
+    small = directory / "small.keras"
+    convnext_tf.create_model("convnext_atto", num_classes=3).save(small)
+    path = directory / "bomb.keras"
+    with zipfile.ZipFile(small) as source, zipfile.ZipFile(path, "w") as bomb:
+        for member in source.infolist():
+            data = source.read(member)
+            if member.filename == "config.json":  # streamed: never whole in this process
+                info = zipfile.ZipInfo("config.json")
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with bomb.open(info, "w", force_zip64=True) as config:
+                    config.write(data)
+                    for _ in range(config_bytes >> 20):
+                        config.write(b" " * (1 << 20))
+            else:
+                bomb.writestr(member, data)
+    return path
+
+
+def test_a_deflate_bomb_config_is_refused_before_it_is_inflated(capsys, tmp_path, checkpoint):
+    """verify reads a .keras file's config.json to tell this project's models from others:
+    512 MiB of it (a few MB deflated) is refused, not inflated."""
+    path = deflate_bomb_keras(tmp_path, 1 << 29)
+    assert path.stat().st_size < 20e6
+
+    def verify():
+        code, _, err = run(capsys, "verify", checkpoint, path)
+        assert_one_line_error(code, err, "refused", "inflate", status=2)
+
+    assert peak_rss_growth(verify) < 200e6
+
+
+def test_a_keras_file_of_many_empty_members_is_refused_at_once(capsys, tmp_path):
+    import convnext_tf
+
+    small = tmp_path / "small.keras"
+    convnext_tf.create_model("convnext_atto", num_classes=3).save(small)
+    with zipfile.ZipFile(small, "a") as archive:
+        for i in range(5000):
+            archive.writestr(f"assets/{i}", b"")
+    code, _, err = run(capsys, "convert", small, tmp_path / "out.pth")
+    assert_one_line_error(code, err, "refused: 5,003 zip members")
+
+
+def test_a_pth_altered_without_its_crc_is_refused(capsys, tmp_path, torch_model):
+    """Bytes of a tensor changed in place, the zip's CRC-32 left as written: torch's reader
+    would convert the altered value."""
+    path = tmp_path / "altered.pth"
+    torch.save(torch_model.state_dict(), path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = next(m for m in archive.infolist() if "/data/" in m.filename)
+    name_length, extra_length = struct.unpack_from("<HH", data, member.header_offset + 26)
+    data[member.header_offset + 30 + name_length + extra_length + 1] ^= 0x40  # the local header
+    path.write_bytes(bytes(data))
+    code, _, err = run(capsys, "convert", path, tmp_path / "out.keras")
+    assert_one_line_error(code, err, "refused: Bad CRC-32")

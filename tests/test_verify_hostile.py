@@ -400,3 +400,90 @@ def test_this_projects_and_keras_exports_are_allowed(tmp_path):
     applications = keras.applications.ConvNeXtTiny(weights=None, input_shape=(32, 32, 3))
     applications.export(str(tmp_path / "applications"), verbose=False)
     assert check_savedmodel(tmp_path / "applications").keras_applications
+
+
+# --- the tolerance of a .tflite follows the weights it computes with ------------------------
+
+
+def tflite_of(directory: Path, module, name: str) -> Path:
+    """`module.serve` as a float32 .tflite file, through a SavedModel (LiteRT's converter)."""
+    import tensorflow as tf
+
+    saved = directory / f"{name}_savedmodel"
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve})
+    path = directory / f"{name}.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    return path
+
+
+def test_an_idle_int8_cast_does_not_loosen_the_tolerance(tmp_path, tiny_model):
+    """A float32 model 1e-3 off that holds one int8 cast feeding nothing weighted: compared
+    as float32 (its convolutions take float32 weights), so it FAILS. Deciding from any int8
+    tensor made it dynamic-int8, whose tolerance let it pass."""
+    import tensorflow as tf
+
+    from converters.artifacts import open_artifact
+
+    model = keras_copy(tiny_model)
+
+    class OffByAThousandth(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model  # tracked: its variables are saved with the module
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *SIZE, 3], tf.float32)])
+        def serve(self, x):
+            idle = tf.cast(tf.cast(x[:, :1, :1, :1] * 0.0, tf.int8), tf.float32)
+            logits = self.model(x, training=False) * 1.001
+            return {"logits": logits + tf.reshape(idle, [-1, 1])}
+
+    path = tflite_of(tmp_path, OffByAThousandth(), "idle_cast")
+    artifact = open_artifact(path, SPEC)
+    assert artifact.precision == "float32"
+    assert any("take float32 weights" in note for note in artifact.notes)
+    feed = feeding(artifact, 3, None, None, None, None, None)
+    result = verify_models(tiny_model, artifact, random_images(2, SIZE, 3, 0), feed, batch=2)
+    assert not result.passed, result.format()
+
+
+def test_quantized_exports_are_told_by_their_weights(tmp_path):
+    """The siblings: convnext export's float16 and dynamic-range .tflite files are found to
+    take float16 and int8 weights, and say how many of their weighted ops do."""
+    import convnext_tf
+    from converters.artifacts import open_artifact
+    from converters.export import export_model
+
+    model = convnext_tf.create_model(SPEC.__class__(depths=(1, 1, 1, 1), dims=(32,) * 4))
+    for quantize, precision in (("float16", "float16"), ("dynamic", "dynamic-int8")):
+        path = tmp_path / f"{quantize}.tflite"
+        export_model(model, path, quantize=quantize)
+        artifact = open_artifact(path, None)
+        assert artifact.precision == precision
+        assert any(f"compared as {precision}" in note for note in artifact.notes)
+
+
+# --- export: what the destination's name says -----------------------------------------------
+
+
+def test_export_suffixes_are_case_insensitive_and_unknown_ones_refused(capsys, tmp_path, atto):
+    import convnext_tf
+    from converters.artifacts import is_tflite
+    from converters.export import export_model
+
+    path = tmp_path / "model.TFLITE"
+    export_model(convnext_tf.create_model(SPEC), path)
+    assert path.is_file() and is_tflite(path)  # a LiteRT file, not a SavedModel directory
+    for name in ("model.onnx", "model.pb"):
+        code, _, err = run(capsys, "export", atto, tmp_path / name)
+        assert_one_line_error(code, err, "export writes a .tflite file or a SavedModel")
+        assert not (tmp_path / name).exists()
+
+
+def test_export_force_does_not_delete_the_users_files_in_a_savedmodel(capsys, tmp_path, atto):
+    folder = tmp_path / "served"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"")
+    (folder / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "export", atto, folder, "--force")
+    assert_one_line_error(code, err, "holds files a SavedModel does not (notes.txt)")
+    assert (folder / "notes.txt").read_text() == "mine"
