@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -500,6 +501,12 @@ def tflite_precision(interpreter) -> tuple[str, str]:
 def rejected(artifact: Artifact, x: np.ndarray, error: Exception) -> ConversionError:
     """The one line for an artifact that refuses the batch it was given: most often a layout,
     size or dtype it does not take."""
+    custom = re.search(r"unresolved custom op: ([^.\s]+)", str(error))
+    if custom:
+        return ConversionError(
+            f"{artifact.path}: uses the custom operator {custom.group(1)}, which this LiteRT "
+            "does not have: it runs only where that operator is registered"
+        )
     layout = "NCHW" if artifact.layout == "nchw" else "NHWC"
     return ConversionError(
         f"{artifact.path}: refused a {layout} batch of shape {tuple(x.shape)} "

@@ -26,7 +26,7 @@ import torch
 
 from converters import formats
 from converters.archives import check_archive, check_crcs
-from converters.errors import ConversionError, first_sentence
+from converters.errors import ConversionError, choice_argument, first_sentence
 
 # Harmless globals found in real training checkpoints, allowed by the weights-only unpickler:
 # official ConvNeXt checkpoints keep their command line as an argparse.Namespace under "args".
@@ -93,6 +93,7 @@ def load_state_dict(
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
 
     detected = formats.detect(tensors)
+    choice_argument("layout", layout, ("auto", *formats.LAYOUT_NAMES))
     if layout == "auto":
         if detected is None:
             sample = ", ".join(list(tensors)[:3]) or "no tensors at all"

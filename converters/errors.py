@@ -46,3 +46,25 @@ def printable(text: str) -> str:
         return escaped if escaped != character else f"\\u{ord(character):04x}"
 
     return "".join(map(escape, text))
+
+
+def path_argument(name: str, value: object):
+    """`value` as a Path, or a TypeError naming the parameter (not Path's own message)."""
+    import os
+    from pathlib import Path
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a path (str or os.PathLike), not {type(value).__name__}")
+    return Path(value)
+
+
+def choice_argument(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """A ConversionError naming the parameter and its choices, for a value not among them."""
+    if value not in choices:
+        raise ConversionError(f"unknown `{name}` {value!r}; known: {', '.join(choices)}")
+
+
+def count_argument(name: str, value: object) -> None:
+    """An integer parameter (`num_classes`): a TypeError naming it for anything else."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise TypeError(f"`{name}` must be an integer, not {type(value).__name__}")

@@ -32,7 +32,7 @@ from converters.convert import (
     resolve_spec,
     with_hidden_fields,
 )
-from converters.errors import ConversionError
+from converters.errors import ConversionError, choice_argument, count_argument, path_argument
 from converters.export import export_destination_problem, export_model
 from converters.files import (
     KERAS_SUFFIXES,
@@ -107,7 +107,9 @@ def convert_file(
     key: the entry of a training checkpoint that holds the weights, when it is none of
     "model", "state_dict" (or, with `ema`, "model_ema", "state_dict_ema", "ema").
     """
-    src, dst = Path(src), Path(dst)
+    src, dst = path_argument("src", src), path_argument("dst", dst)
+    choice_argument("layout", layout, LAYOUTS)
+    count_argument("num_classes", num_classes)
     target = target or target_from_suffix(dst)
     check_target(target, dst)
     if target == "hf":
@@ -444,10 +446,16 @@ def verify_file(
     `json_path` are checked before anything runs, as every output is (nothing replaced
     without `force`, never a directory, never one of the inputs), and written atomically
     once the verdict is in."""
-    sources = [Path(torch_src), Path(deployed)]
+    sources = [path_argument("torch_src", torch_src), path_argument("deployed", deployed)]
     if options.get("images") is not None:
-        sources.append(Path(options["images"]))
-    outputs = [(name, Path(p)) for name, p in (("report", report), ("json_path", json_path)) if p]
+        sources.append(path_argument("images", options["images"]))
+    choice_argument("layout", options.get("layout", "auto"), LAYOUTS)
+    count_argument("num_classes", options.get("num_classes"))
+    outputs = [
+        (name, path_argument(name, p))
+        for name, p in (("report", report), ("json_path", json_path))
+        if p is not None
+    ]
     check_report_destinations(outputs, force, sources)
     result = verify(torch_src, deployed, log=log, **options)
     for name, path in outputs:
@@ -517,7 +525,9 @@ def export_file(
     SavedModel directory, or a .tflite file when dst ends in .tflite (`quantize`: float16 or
     dynamic). Both carry the `stages` signature that `convnext verify` localises with.
     Returns what was written, in words."""
-    src, dst = Path(src), Path(dst)
+    src, dst = path_argument("src", src), path_argument("dst", dst)
+    choice_argument("layout", layout, LAYOUTS)
+    count_argument("num_classes", num_classes)
     problem = export_destination_problem(dst)
     if problem:
         raise ConversionError(problem)
@@ -562,7 +572,8 @@ def inspect_file(
     path: str | Path, layout: str = "auto", ema: bool = False, key: str | None = None
 ) -> list[tuple]:
     """What a checkpoint or Keras file holds, as (label, value) rows; writes nothing."""
-    path = Path(path)
+    path = path_argument("path", path)
+    choice_argument("layout", layout, LAYOUTS)
     if suffix_of(path, KERAS_SUFFIXES):
         return inspect_keras(path)
     state = load_state_dict(path, layout=layout, ema=ema, key=key)

@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -30,9 +31,10 @@ import torch
 import convnext_torch
 from converters.artifacts import Artifact, open_artifact, rejected
 from converters.convert import load_torch_model
-from converters.errors import ConversionError
+from converters.errors import ConversionError, first_sentence, path_argument
 from converters.keras_applications import IMAGENET_MEAN, IMAGENET_STD
 from converters.parity import torch_trace
+from converters.startup import native_notices_silenced
 from converters.verification import ImageRow, Point, Verification
 
 QUANTIZED_ELEMENTS = 1024  # LiteRT's dynamic range quantization leaves smaller weights float
@@ -118,11 +120,17 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
-            pixels = np.asarray(image, dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            # Pillow warns of images past 89 million pixels and refuses twice that: a
+            # warning is a stray line on stderr, so both are a refusal here
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+                pixels = np.asarray(image, dtype=np.float64) / 255.0
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ConversionError(f"{path}: refused: {first_sentence(e)}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ConversionError(f"{path}: cannot decode the image ({e})") from None
     return pixels.reshape(*size, channels)
 
@@ -275,11 +283,15 @@ def verify(
     from converters.pipeline import model_spec, read_checkpoint  # pipeline imports this module
 
     started = time.perf_counter()
-    deployed = Path(deployed)
-    check_options(input_layout, pixels, output, size, batch, mean, std)
-    check_torch_source(Path(torch_src))
-    state = read_checkpoint(Path(torch_src), layout, ema, key, log)
+    check_options(input_layout, pixels, output, size, batch, mean, std, seed, atol, rtol)
+    torch_src = path_argument("torch_src", torch_src)
+    deployed = path_argument("deployed", deployed)
+    check_torch_source(torch_src)
+    state = read_checkpoint(torch_src, layout, ema, key, log)
     state, spec = model_spec(state, variant, num_classes, log)
+    # the artifact's own size, or 224 x 224, is known once it is open: till then the
+    # smallest size there is bounds what the batch takes
+    check_memory(spec, tuple(size) if size is not None else (32, 32), batch)
     reference = convnext_torch.create_model(spec)
     load_torch_model(state, reference)
     del state
@@ -293,8 +305,9 @@ def verify(
             f"{deployed}: takes {artifact.size[0]}x{artifact.size[1]} images only; "
             f"`size` {size[0]} {size[1]} cannot be fed to it"
         )
+    check_memory(spec, tuple(size), batch)
     if images is not None:
-        inputs = folder_images(Path(images), tuple(size), spec.in_chans)
+        inputs = folder_images(path_argument("images", images), tuple(size), spec.in_chans)
     else:
         inputs = random_images(batch, tuple(size), spec.in_chans, seed)
     return verify_models(
@@ -328,22 +341,95 @@ def check_torch_source(path: Path) -> None:
         )
 
 
-def check_options(input_layout, pixels, output, size, batch, mean, std) -> None:
+def check_options(
+    input_layout, pixels, output, size, batch, mean, std, seed=0, atol=None, rtol=None
+) -> None:
+    """Every option checked before anything is read: a wrong type is a TypeError naming the
+    parameter, a value out of bounds a ConversionError, as the command line's are."""
     if input_layout not in (None, *LAYOUTS):
         raise ConversionError(f"`input_layout` must be {' or '.join(LAYOUTS)}")
     if pixels not in (None, *PIXEL_SCALES):
         raise ConversionError(f"`pixels` must be {' or '.join(PIXEL_SCALES)}")
     if output not in (None, *OUTPUT_KINDS):
         raise ConversionError(f"`output` must be {' or '.join(OUTPUT_KINDS)}")
-    if size is not None and min(size) < 32:
-        raise ConversionError("`size` must be at least 32 x 32")
+    if size is not None:
+        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(map(is_int, size)):
+            raise TypeError("`size` must be two integers, height and width")
+        if min(size) < 32:
+            raise ConversionError("`size` must be at least 32 x 32")
+    for name, value in (("batch", batch), ("seed", seed)):
+        if not is_int(value):
+            raise TypeError(f"`{name}` must be an integer, not {type(value).__name__}")
     if batch < 1:
         raise ConversionError("`batch` must be positive")
+    if seed < 0:
+        raise ConversionError("`seed` must be 0 or more")
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"`{name}` must be a number, not {type(value).__name__}")
+        if not math.isfinite(value) or value < 0:
+            raise ConversionError(f"`{name}` must be a finite number of 0 or more, not {value}")
     for name, values in (("mean", mean), ("std", std)):
-        if values is not None and not all(np.isfinite(values)):
+        if values is None:
+            continue
+        if not isinstance(values, (tuple, list)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            raise TypeError(f"`{name}` must be a sequence of numbers")
+        if not all(np.isfinite(values)):
             raise ConversionError(f"`{name}` must be finite numbers")
     if std is not None and min(abs(v) for v in std) == 0:
         raise ConversionError("`std` must not be 0")
+
+
+def is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def comparison_bytes(spec, size: tuple[int, int]) -> int:
+    """About what comparing one image of `size` holds at once: every block's output of the
+    reference, the floor's model and the artifact (float64 once compared, and a difference
+    beside them), the widest MLP activation, and the image in its forms."""
+    h, w = size
+    if spec.kind == "isotropic":
+        shapes = [(spec.depths[0], spec.dims[0], (h // 16) * (w // 16))]
+    else:
+        shapes = [
+            (depth, dim, (h // (4 << i)) * (w // (4 << i)))
+            for i, (depth, dim) in enumerate(zip(spec.depths, spec.dims, strict=True))
+        ]
+    traced = sum((depth + 1) * dim * area for depth, dim, area in shapes)
+    widest = max(4 * dim * area for _, dim, area in shapes)
+    return 8 * (4 * traced + 3 * widest + 4 * h * w * spec.in_chans)
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still give (MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(spec, size: tuple[int, int], batch: int) -> None:
+    """Refuse a batch and size whose comparison cannot fit in memory, before any model runs:
+    the process would otherwise be killed with no word said."""
+    need = batch * comparison_bytes(spec, size)
+    free = available_memory()
+    if free is not None and need > free:
+        raise ConversionError(
+            f"`batch` {batch} of {size[0]}x{size[1]} images takes about {need / 1e9:,.1f} GB "
+            f"to compare, {free / 1e9:,.1f} GB are available: pass a smaller `batch` or `size`"
+        )
 
 
 def feeding(
@@ -383,6 +469,7 @@ def feeding(
     )
 
 
+@np.errstate(all="ignore")  # NaN and Inf are counted (Tally), not warned about on stderr
 def verify_models(
     model: torch.nn.Module,
     artifact: Artifact,
@@ -547,9 +634,12 @@ def verify_models(
 
 
 def call(method, artifact: Artifact, x: np.ndarray):
-    """artifact.run or .trace, its own errors (TensorFlow's, LiteRT's) made one line."""
+    """artifact.run or .trace, its own errors (TensorFlow's, LiteRT's) made one line, and
+    LiteRT's notice on its first run ("INFO: Created ... XNNPACK delegate") kept off the
+    command line's stderr."""
     try:
-        return method(x)
+        with native_notices_silenced():
+            return method(x)
     except ConversionError:
         raise
     except Exception as e:  # noqa: BLE001 - TensorFlow and LiteRT raise many types

@@ -487,3 +487,94 @@ def test_export_force_does_not_delete_the_users_files_in_a_savedmodel(capsys, tm
     code, _, err = run(capsys, "export", atto, folder, "--force")
     assert_one_line_error(code, err, "holds files a SavedModel does not (notes.txt)")
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+# --- options out of bounds: one line, before the work ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--size", "100000", "100000"], "GB are available: pass a smaller --batch or --size"),
+        (["--batch", "100000"], "takes about"),
+    ],
+)
+def test_options_out_of_bounds_are_one_line_before_any_model_runs(
+    capsys, atto, artifact_dir, options, says
+):
+    """--seed -1 ended in numpy's ValueError, a huge --size or --batch was killed for memory
+    with no message: each is refused before the artifact is opened or a model runs."""
+    code, out, err = run(capsys, "verify", atto, artifact_dir, *options)
+    assert_one_line_error(code, err, says, status=2)
+    assert "opening" not in err and out == ""
+
+
+def test_python_api_misuse_raises_conversion_or_type_errors_naming_the_parameter(atto):
+    from converters import pipeline
+
+    bad = ConversionError
+    cases = [
+        (lambda: pipeline.convert_file(atto, "o.keras", layout="bogus"), bad, "`layout`"),
+        (lambda: pipeline.convert_file(None, "o.keras"), TypeError, "`src`"),
+        (lambda: pipeline.convert_file(atto, "o.keras", num_classes="1"), TypeError, "num_classes"),
+        (lambda: pipeline.inspect_file(atto, layout="x"), ConversionError, "`layout`"),
+        (lambda: pipeline.export_file(atto, "o.tflite", layout="x"), ConversionError, "`layout`"),
+        (lambda: pipeline.verify_file(atto, None), TypeError, "`deployed`"),
+        (lambda: pipeline.verify_file(atto, "d", atol=float("inf")), ConversionError, "`atol`"),
+        (lambda: pipeline.verify_file(atto, "d", batch="4"), TypeError, "`batch`"),
+        (lambda: pipeline.verify_file(atto, "d", size=(64,)), TypeError, "`size`"),
+    ]  # fmt: skip
+    for call, kind, names in cases:
+        with pytest.raises(kind, match=names):
+            call()
+
+
+def test_a_custom_op_tflite_names_the_operator(tmp_path):
+    """A .tflite whose first operator is a custom one LiteRT does not have: named, not
+    taken for an input layout or size problem."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    import convnext_tf
+    from converters.artifacts import open_artifact
+    from converters.export import export_model
+
+    export_model(convnext_tf.create_model(SPEC), tmp_path / "plain.tflite")
+    model = schema.ModelT.InitFromPackedBuf((tmp_path / "plain.tflite").read_bytes(), 0)
+    code = model.operatorCodes[0]
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode = "EvilOp"
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    (tmp_path / "custom.tflite").write_bytes(builder.Output())
+    artifact = open_artifact(tmp_path / "custom.tflite", SPEC)
+    feed = feeding(artifact, 3, None, None, None, None, None)
+    with pytest.raises(ConversionError, match="uses the custom operator EvilOp"):
+        verify_models(
+            random_torch_model(SPEC, seed=1), artifact, random_images(2, SIZE, 3, 0), feed
+        )
+
+
+def test_no_stray_lines_on_stderr_from_litert_or_numpy(capfd, tmp_path, atto, nan_tflite):
+    """The one-line promise: a verify of a .tflite with NaN in it prints its log lines and
+    nothing else on stderr, at the file descriptor (LiteRT's C++ writes its delegate notice
+    there), and raises no Python warning (numpy's would be a line of its own)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, _, err = run(capfd, "verify", atto, nan_tflite, "--size", *SIZE, "--batch", 2)
+    assert code == 1, err
+    assert "INFO:" not in err and "Warning" not in err, err
+
+
+def test_a_picture_past_pillows_warning_size_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    from converters.verify import read_image
+
+    path = tmp_path / "huge.png"
+    Image.new("L", (10000, 9000)).save(path)  # 90 million pixels: Pillow warns past 89.5
+    with pytest.raises(ConversionError, match="refused: Image size"):
+        read_image(path, (64, 64), 3)
