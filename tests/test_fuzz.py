@@ -1315,6 +1315,9 @@ class H5Edit:
         elif c == "cycle":  # a hard link from the dataset's place to the root: a cycle
             del f[name]
             group[base] = f["/"]
+        elif c == "declare":  # a shape of fill values: declared, never stored
+            del f[name]
+            group.create_dataset(base, shape=arg, dtype=data.dtype)
         elif c == "padding":  # one more array at the root: array counts match after a removal
             f.create_dataset(f"padding{arg}", data=np.zeros(1, "f4"))
         elif c == "attribute":
@@ -1393,6 +1396,12 @@ H5_EDIT = st.one_of(
         st.sampled_from(["/nonexistent.h5", "/dev/zero", "/proc/self/status", "."]),
     ),
     st.builds(H5Edit, st.integers(0, 99), st.just("cycle")),
+    st.builds(  # up to 10^12 elements declared in a file of kilobytes
+        H5Edit,
+        st.integers(0, 99),
+        st.just("declare"),
+        st.lists(st.sampled_from([1, 8, 1000, 20000, 10**6]), min_size=1, max_size=3).map(tuple),
+    ),
     st.builds(H5Edit, st.integers(0, 99), st.just("padding"), st.integers(0, 3)),
 )
 H5_EDITS = st.lists(H5_EDIT, min_size=1, max_size=3).map(lambda edits: H5Edits(tuple(edits)))

@@ -943,13 +943,15 @@ def test_cli_export_force_replaces_a_savedmodel(
 ):
     """With --force, export replaces an existing SavedModel whole: the 10-class atto export
     at DST becomes SPEC's 5-class model (exported from a .keras file), which verifies, and
-    nothing of the old one or of the temporary directory is left."""
+    nothing of the old one or of the temporary directory is left. (A folder that holds other
+    files besides is refused: test_verify_hostile.)"""
     dst = tmp_path / "savedmodel"
     shutil.copytree(atto_savedmodel, dst)
-    (dst / "stale.txt").write_text("from the old export")
+    (dst / "assets").mkdir(exist_ok=True)
+    (dst / "assets" / "stale.txt").write_text("from the old export")
     code, out, err = run(capsys, "export", deployed["keras"], dst, "--force")
     assert code == 0, err
-    assert not (dst / "stale.txt").exists()
+    assert not (dst / "assets" / "stale.txt").exists()
     assert_passes(check(tiny_model, dst))
     assert temp_dirs(tmp_path) == []
 
