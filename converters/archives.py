@@ -61,19 +61,19 @@ def read_member(path: Path, archive: zipfile.ZipFile, name: str, limit: int) -> 
 
 
 def check_crcs(path: Path) -> None:
-    """Read every member once in chunks, so that zipfile checks its CRC-32: a checkpoint whose
-    bytes were altered after it was written is refused, not converted with those bytes."""
+    """Read every member once in chunks, so that zipfile checks its CRC-32 and that its local
+    header agrees with the central directory: a checkpoint whose bytes were altered after it
+    was written is refused, not converted with those bytes."""
     try:
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
                 with archive.open(member) as data:
                     while data.read(CHUNK):
                         pass
-    except zipfile.BadZipFile as e:
-        if "CRC" in str(e):
-            raise ConversionError(
-                f"{path}: refused: {first_sentence(e)} (altered or damaged after it was written)"
-            ) from None
+    except zipfile.BadZipFile as e:  # a CRC, or a local header that differs from the index
+        raise ConversionError(
+            f"{path}: refused: {first_sentence(e)} (altered or damaged after it was written)"
+        ) from None
     except Exception:  # noqa: BLE001 - other damage: the reader that follows names it
         return
 

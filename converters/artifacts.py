@@ -221,9 +221,10 @@ def foreign_keras(path: Path) -> KerasArtifact:
         f"{'a keras.applications' if applications else 'a Keras'} model ({model.name})",
         pixels="0-255" if applications else None,
         output="probabilities" if softmax else ("logits" if applications else None),
-        precision=model.compute_dtype,
+        precision=compared_precision(model.compute_dtype),
         input_dtype=model.compute_dtype,
         model=model,
+        notes=precision_notes(model.compute_dtype),
     )
     if shape is not None:
         artifact.layout, artifact.size = layout_of(shape)
@@ -278,6 +279,7 @@ def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
     serving = signatures[key]
     input_name, spec = image_input(path, key, serving.structured_input_signature[1])
     output_name = pick_output(path, key, serving.structured_outputs)
+    others = sorted(name for name in serving.structured_outputs if name != output_name)
     layout, size = layout_of(spec.shape)
     artifact = SavedModelArtifact(
         path,
@@ -286,13 +288,18 @@ def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
         layout=layout,
         size=size,
         output=output_kind_of(output_name),
-        precision=spec.dtype.name,
+        precision=compared_precision(spec.dtype.name),
         input_dtype=spec.dtype.name,
         serving=serving,
         input_name=input_name,
         output_name=output_name,
         keep=loaded,
     )
+    artifact.notes += precision_notes(spec.dtype.name)
+    if others:
+        artifact.notes.append(
+            f"compared its output {output_name!r}; not its others ({', '.join(others)})"
+        )
     if applications:
         artifact.pixels = "0-255"
         artifact.description += "; keras.applications: it normalises pixels 0-255 itself"
@@ -303,6 +310,23 @@ def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
             artifact.stages = stages
             artifact.description += f", with the {TRACE_SIGNATURE!r} signature of convnext export"
     return artifact
+
+
+def compared_precision(declared: str) -> str:
+    """The precision a foreign artifact is held to: float64 where it takes float64 (stricter),
+    else float32. Its own word cannot loosen the tolerance: a graph that takes float16 input
+    may compute anything in float32 and pass float16's noise floor."""
+    return "float64" if declared == "float64" else "float32"
+
+
+def precision_notes(declared: str) -> list[str]:
+    if declared in ("float32", "float64"):
+        return []
+    return [
+        f"it takes {declared} input: held to float32's tolerance all the same (an artifact "
+        "does not choose its own); pass `rtol` for a model that computes in "
+        f"{declared}"
+    ]
 
 
 def image_input(path: Path, key: str, inputs: dict) -> tuple[str, object]:
@@ -452,12 +476,17 @@ WEIGHTED_OPS = frozenset(
 )
 
 
+QUANTIZED_ELEMENTS = 1024  # LiteRT's dynamic range quantization leaves smaller weights float
+
+
 def tflite_precision(interpreter) -> tuple[str, str]:
     """What a .tflite file computes in, decided from the weights its convolutions and matrix
-    products actually take, and said in words: int8 weights with quantization scales (dynamic
-    range quantization, or int8 weights dequantized on load) -> dynamic-int8; float16 weights
-    dequantized to float32 -> float16; else float32. An int8 or float16 tensor anywhere else
-    (a cast that feeds nothing weighted) changes nothing: the tolerance follows the weights."""
+    products take, and said in words. The looser tolerance of a quantized file is earned only
+    by LiteRT's own pattern, the one verify's reference reproduces: dynamic-int8 when every
+    weight of 1024 elements or more is int8 with its scales (or int8 dequantized on load) and
+    every smaller one float; float16 when every weight is stored as float16. Anything else (an
+    int8 cast feeding nothing weighted, one int8 convolution among float ones) is compared as
+    float32: a tampered file must not choose its own tolerance."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()  # noqa: SLF001 - LiteRT's only view of the graph
 
@@ -467,31 +496,42 @@ def tflite_precision(interpreter) -> tuple[str, str]:
     def quantized(index: int) -> bool:
         return len(tensors[index]["quantization_parameters"]["scales"]) > 0
 
-    dequantized = {  # DEQUANTIZE output -> the stored weight type
-        out: dtype(op["inputs"][0])
+    dequantized = {  # DEQUANTIZE output -> its input, the stored weight
+        out: op["inputs"][0]
         for op in ops
         if op["op_name"] == "DEQUANTIZE" and len(op["inputs"])
         for out in op["outputs"]
     }
-    counts = {"int8": 0, "float16": 0, "float32": 0}
-    for op in ops:
+    stored: list[tuple[str, bool]] = []  # (how each weight is stored, whether LiteRT's
+    for op in ops:  # dynamic range quantization would quantize it)
         if op["op_name"] not in WEIGHTED_OPS or len(op["inputs"]) < 2 or op["inputs"][1] < 0:
             continue
-        weight = op["inputs"][1]
-        stored = dequantized.get(weight, dtype(weight))
-        if stored == "int8" and (weight in dequantized or quantized(weight)):
-            counts["int8"] += 1
-        elif stored == "float16":
-            counts["float16"] += 1
-        else:
-            counts["float32"] += 1
-    total = sum(counts.values())
-    for stored, precision in (("int8", "dynamic-int8"), ("float16", "float16")):
-        if counts[stored]:
-            return precision, (
-                f"{counts[stored]} of its {total} convolutions and matrix products take "
-                f"{stored} weights: compared as {precision}"
-            )
+        weight = dequantized.get(op["inputs"][1], op["inputs"][1])
+        kind = dtype(weight)
+        if kind == "int8" and not (quantized(weight) or op["inputs"][1] in dequantized):
+            kind = "int8 without scales"
+        large = int(np.prod(tensors[weight]["shape"])) >= QUANTIZED_ELEMENTS
+        stored.append((kind, large))
+    total = len(stored)
+    int8 = sum(kind == "int8" for kind, _ in stored)
+    float16 = sum(kind == "float16" for kind, _ in stored)
+    if int8 and all((kind == "int8") == large for kind, large in stored):
+        return "dynamic-int8", (
+            f"{int8} of its {total} convolutions and matrix products take int8 weights (every "
+            f"weight of {QUANTIZED_ELEMENTS} elements or more, as LiteRT quantizes): compared "
+            "as dynamic-int8"
+        )
+    if float16 and float16 == total:
+        return "float16", (
+            f"its {total} convolutions and matrix products take float16 weights: compared as "
+            "float16"
+        )
+    if int8 or float16:
+        return "float32", (
+            f"{int8 + float16} of its {total} convolutions and matrix products take int8 or "
+            "float16 weights, not in LiteRT's pattern: compared as float32 (pass `rtol` to "
+            "allow more)"
+        )
     return "float32", f"its {total} convolutions and matrix products take float32 weights"
 
 
@@ -506,6 +546,12 @@ def rejected(artifact: Artifact, x: np.ndarray, error: Exception) -> ConversionE
         return ConversionError(
             f"{artifact.path}: uses the custom operator {custom.group(1)}, which this LiteRT "
             "does not have: it runs only where that operator is registered"
+        )
+    text = str(error)
+    if any(word in text for word in ("CheckNumerics", "Checking numerics", "ssertion failed")):
+        return ConversionError(
+            f"{artifact.path}: its graph stopped the run with its own check "
+            f"({first_sentence(error)[:200]})"
         )
     layout = "NCHW" if artifact.layout == "nchw" else "NHWC"
     return ConversionError(

@@ -53,7 +53,9 @@ OUTPUT_SUFFIXES = KERAS_SUFFIXES + TORCH_SUFFIXES
 
 
 @contextlib.contextmanager
-def atomic_output(dst: Path, force: bool = False, size: int = 0) -> Iterator[str]:
+def atomic_output(
+    dst: Path, force: bool = False, size: int = 0, directories: bool = True
+) -> Iterator[str]:
     """A path to write `dst` at, in a temporary directory of its own beside `dst`, with the
     same suffix (Keras checks it); the file is moved to `dst` when the block succeeds. Without
     `force` that move never replaces anything, even what appeared at `dst` meanwhile. The
@@ -61,7 +63,9 @@ def atomic_output(dst: Path, force: bool = False, size: int = 0) -> Iterator[str
     write_keras), is removed in every case: an exception, or KeyboardInterrupt, which the
     command line raises for SIGTERM and SIGHUP as well (SIGKILL cannot be cleaned up after).
     `size`: the bytes expected, checked against the free space first; a writer's error for a
-    full disk becomes "no space left writing DST"."""
+    full disk becomes "no space left writing DST". `directories`: whether `force` replaces a
+    directory at `dst` (a SavedModel, a Hugging Face directory); a file output never does,
+    even one that appeared while the work ran."""
     check_free_space(dst, size)
     try:  # a short name: DST's own may be at the file-system limit of 255 bytes
         workdir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=dst.parent)
@@ -75,7 +79,7 @@ def atomic_output(dst: Path, force: bool = False, size: int = 0) -> Iterator[str
             if os.path.isdir(tmp):  # a SavedModel: directories need the search bits
                 mode |= (mode & 0o444) >> 2
             os.chmod(tmp, mode)  # safetensors makes 0600 files
-            if force and dst.is_dir() and not dst.is_symlink():  # os.replace keeps full ones
+            if force and directories and dst.is_dir() and not dst.is_symlink():
                 os.rename(dst, os.path.join(workdir, "replaced"))  # removed with workdir
             move_into_place(tmp, dst, force)
         except ConversionError:

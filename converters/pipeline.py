@@ -11,6 +11,7 @@ through `log` (a function taking one line; the command line passes one that prin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections import Counter
@@ -473,11 +474,12 @@ def check_report_destinations(
     artifact or anything in it, the pictures), not another output, in a directory that takes
     new files, and holds nothing unless `force`, which replaces only a regular file (never a
     symlink, a device or a FIFO, which a report would turn into a plain file)."""
+    places = input_places(sources)
     seen: dict[Path, str] = {}
     for name, path in outputs:
         if path.is_dir():
             raise ConversionError(f"{path}: is a directory; `{name}` takes a file path")
-        if any(is_input(source, path) for source in sources):
+        if is_input(path, places):
             raise ConversionError(f"{path}: is one of verify's inputs; write `{name}` elsewhere")
         key = path.parent.resolve() / path.name
         if key in seen:
@@ -495,18 +497,41 @@ def check_report_destinations(
         check_writable(path)
 
 
-def is_input(source: Path, path: Path) -> bool:
-    """Whether `path` is `source`, or lies inside it (a SavedModel's or a Hugging Face
-    directory's files, a folder of pictures), by any name or symlink."""
+def input_places(sources: list[Path]) -> tuple[set[str], set[tuple[int, int]]]:
+    """Every directory an input holds (real paths, through symlinks: a SavedModel whose
+    variables/ is a link elsewhere) and every file it holds (device and inode, whatever its
+    name): where no output may be written."""
+    directories: set[str] = set()
+    files: set[tuple[int, int]] = set()
+    for source in sources:
+        if not source.is_dir():
+            with contextlib.suppress(OSError):
+                found = os.stat(source)
+                files.add((found.st_dev, found.st_ino))
+            continue
+        for root, subdirectories, file_names in os.walk(source, followlinks=True):
+            real = os.path.realpath(root)
+            if real in directories:  # a link back up the tree: walked already
+                subdirectories[:] = []
+                continue
+            directories.add(real)
+            for name in file_names:
+                with contextlib.suppress(OSError):
+                    found = os.stat(os.path.join(root, name))
+                    files.add((found.st_dev, found.st_ino))
+    return directories, files
+
+
+def is_input(path: Path, places: tuple[set[str], set[tuple[int, int]]]) -> bool:
+    """Whether writing `path` would write an input (input_places) or into one."""
+    directories, files = places
+    if os.path.realpath(path.parent) in directories:
+        return True
     try:
-        if os.path.lexists(path) and os.path.samefile(source, path):
-            return True
+        found = os.stat(path)
     except OSError:
-        pass
-    if source.is_dir():
-        inside = path.parent.resolve()
-        return inside == source.resolve() or source.resolve() in inside.parents
-    return False
+        return False
+    return (found.st_dev, found.st_ino) in files
 
 
 def export_file(
@@ -662,5 +687,11 @@ def write_text(text: str, path: Path, force: bool = False) -> None:
     """Through atomic_output: without `force` nothing is replaced, even a file that appeared
     while the verification ran."""
     data = text.encode()
-    with atomic_output(path, force=force, size=len(data)) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+    try:
+        with atomic_output(path, force, len(data), directories=False) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+    except IsADirectoryError:
+        raise ConversionError(
+            f"{path}: became a directory while verify ran; not replaced"
+        ) from None

@@ -20,6 +20,7 @@ run by TF2's loader and are not checked, unless something that runs calls them.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +28,14 @@ from converters.errors import ConversionError, first_sentence
 
 # The operations an inference graph of a convolutional network is made of. Grouped by what
 # they do; each is pure: its outputs depend on its inputs and on variables read, nothing else.
+# No loops (While): a convolutional network has none, and one that never ends would hang
+# verify inside TensorFlow, where no signal reaches it; recursive calls are refused for the
+# same reason (check_function).
 ALLOWED_OPS = frozenset(
     # graph plumbing and function calls (the called functions are checked in turn)
     """Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient
     PreventGradient Snapshot EnsureShape ReadVariableOp PartitionedCall StatefulPartitionedCall
-    If StatelessIf While StatelessWhile Case StatelessCase"""
+    If StatelessIf Case StatelessCase"""
     # elementwise arithmetic, comparisons and activations
     """ Add AddV2 AddN Sub Mul MulNoNan Div DivNoNan RealDiv FloorDiv FloorMod TruncateDiv
     TruncateMod Mod Maximum Minimum Neg Abs Sign Square Sqrt Rsqrt Reciprocal Inv Exp Expm1 Log
@@ -69,6 +73,7 @@ def check_savedmodel(path: Path) -> GraphFacts:
     naming the operation and where it sits; read from saved_model.pb alone."""
     from tensorflow.core.protobuf import saved_model_pb2
 
+    check_files(path)
     saved = saved_model_pb2.SavedModel()
     try:
         saved.ParseFromString((path / "saved_model.pb").read_bytes())
@@ -133,25 +138,24 @@ def roots(objects) -> dict[str, str]:
 
 
 def check_function(path: Path, root: str, where: str, functions: dict) -> None:
-    """`root` and every function it calls, to any depth, hold ALLOWED_OPS only."""
+    """`root` and every function it calls, to any depth, hold ALLOWED_OPS only, and no
+    function calls itself, directly or through others (a loop by recursion)."""
     if root not in functions:
         raise ConversionError(f"{path}: refused: {where} names a function it does not hold")
     seen = {root}
     stack = [root]
     while stack:
         name = stack.pop()
+        if reaches(name, name, functions):
+            raise ConversionError(f"{path}: refused: {where} calls {name}, which calls itself")
         for node in functions[name].node_def:
-            called = [node.op] if node.op in functions else []
-            for value in node.attr.values():
-                called += [value.func.name] if value.HasField("func") else []
-                called += [f.name for f in value.list.func]
             if node.op not in ALLOWED_OPS and node.op not in functions:
                 inside = "" if name == root else f" (in {name}, which it calls)"
                 raise ConversionError(
                     f"{path}: refused: {where} runs {node.op}{inside}, not an operation of an "
                     "inference graph; verify runs only arithmetic, array and convolution ops"
                 )
-            for callee in called:
+            for callee in calls_of(node, functions):
                 if callee not in functions:
                     raise ConversionError(
                         f"{path}: refused: {where} calls {callee}, a function it does not hold"
@@ -159,3 +163,49 @@ def check_function(path: Path, root: str, where: str, functions: dict) -> None:
                 if callee not in seen:
                     seen.add(callee)
                     stack.append(callee)
+
+
+def calls_of(node, functions: dict) -> list[str]:
+    """The functions a node calls: its op, when that names a function, and every function its
+    attributes name (PartitionedCall's `f`, If's branches)."""
+    called = [node.op] if node.op in functions else []
+    for value in node.attr.values():
+        called += [value.func.name] if value.HasField("func") else []
+        called += [f.name for f in value.list.func]
+    return called
+
+
+def reaches(start: str, target: str, functions: dict) -> bool:
+    """Whether a call from `start` leads, through any chain, back to `target`."""
+    seen: set[str] = set()
+    stack = [c for node in functions[start].node_def for c in calls_of(node, functions)]
+    while stack:
+        name = stack.pop()
+        if name == target:
+            return True
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        stack += [c for node in functions[name].node_def for c in calls_of(node, functions)]
+    return False
+
+
+def check_files(path: Path) -> None:
+    """A SavedModel directory holds directories and regular files only: a FIFO would block
+    the loader for ever, a device never end, and a symlink lead anywhere."""
+    import os
+
+    count = 0
+    for root, directories, files in os.walk(path):
+        for name in directories + files:
+            count += 1
+            entry = Path(root) / name
+            mode = entry.lstat().st_mode
+            if count > 100_000:
+                raise ConversionError(f"{path}: refused: more than 100,000 entries")
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                kind = "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
+                raise ConversionError(
+                    f"{path}: refused: {entry.relative_to(path)} is {kind} (a SavedModel holds "
+                    "directories and regular files)"
+                )

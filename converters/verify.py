@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import convnext_torch
-from converters.artifacts import Artifact, open_artifact, rejected
+from converters.artifacts import QUANTIZED_ELEMENTS, Artifact, open_artifact, rejected
 from converters.convert import load_torch_model
 from converters.errors import ConversionError, first_sentence, path_argument
 from converters.keras_applications import IMAGENET_MEAN, IMAGENET_STD
@@ -37,7 +37,6 @@ from converters.parity import torch_trace
 from converters.startup import native_notices_silenced
 from converters.verification import ImageRow, Point, Verification
 
-QUANTIZED_ELEMENTS = 1024  # LiteRT's dynamic range quantization leaves smaller weights float
 # The float32 noise floor is measured on as many images as this many float64 depthwise-conv
 # multiply-adds allow (they are what makes PyTorch's float64 slow: ~1e7 a second here), at
 # least MIN_FLOOR_IMAGES: all 360 digits of `make demo` (32x32), 2 images of ConvNeXt-T at

@@ -434,9 +434,11 @@ def test_a_keras_file_of_many_empty_members_is_refused_at_once(capsys, tmp_path)
     assert_one_line_error(code, err, "refused: 5,003 zip members")
 
 
-def test_a_pth_altered_without_its_crc_is_refused(capsys, tmp_path, torch_model):
+@pytest.mark.parametrize("rename", [False, True], ids=["crc", "crc and local name"])
+def test_a_pth_altered_without_its_crc_is_refused(capsys, tmp_path, torch_model, rename):
     """Bytes of a tensor changed in place, the zip's CRC-32 left as written: torch's reader
-    would convert the altered value."""
+    would convert the altered value. Also with the member's local file name changed, which
+    made zipfile stop before the CRC with another error, once let through."""
     path = tmp_path / "altered.pth"
     torch.save(torch_model.state_dict(), path)
     data = bytearray(path.read_bytes())
@@ -444,6 +446,8 @@ def test_a_pth_altered_without_its_crc_is_refused(capsys, tmp_path, torch_model)
         member = next(m for m in archive.infolist() if "/data/" in m.filename)
     name_length, extra_length = struct.unpack_from("<HH", data, member.header_offset + 26)
     data[member.header_offset + 30 + name_length + extra_length + 1] ^= 0x40  # the local header
+    if rename:
+        data[member.header_offset + 30 + name_length - 1] ^= 1
     path.write_bytes(bytes(data))
     code, _, err = run(capsys, "convert", path, tmp_path / "out.keras")
-    assert_one_line_error(code, err, "refused: Bad CRC-32")
+    assert_one_line_error(code, err, "refused: ", "altered or damaged")

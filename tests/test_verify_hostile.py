@@ -248,6 +248,23 @@ def test_an_input_given_as_an_output_is_refused_even_with_force(
     assert (artifact_dir / "saved_model.pb").read_bytes() == b""
 
 
+def test_an_output_through_a_symlinked_folder_of_the_artifact_is_refused(
+    capsys, tmp_path, atto, artifact_dir
+):
+    """A SavedModel whose variables/ is a symlink to a folder elsewhere: writing
+    `savedmodel/variables/x` or the same place by its real name writes into the artifact."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "variables.index").write_bytes(b"index")
+    (artifact_dir / "variables").symlink_to(store)
+    for target in (artifact_dir / "variables" / "new.json", store / "variables.index"):
+        refused_before_the_run(
+            capsys, atto, artifact_dir, "--json", target, "--force", says="verify's inputs"
+        )
+    assert (store / "variables.index").read_bytes() == b"index"
+    assert not (store / "new.json").exists()
+
+
 def test_a_symlink_to_a_device_is_not_replaced(capsys, tmp_path, atto, artifact_dir):
     link = tmp_path / "out.json"
     link.symlink_to(os.devnull)
@@ -578,3 +595,137 @@ def test_a_picture_past_pillows_warning_size_is_refused_in_one_line(tmp_path):
     Image.new("L", (10000, 9000)).save(path)  # 90 million pixels: Pillow warns past 89.5
     with pytest.raises(ConversionError, match="refused: Image size"):
         read_image(path, (64, 64), 3)
+
+
+class GraphOnly:
+    """What tflite_precision reads of a LiteRT interpreter: tensors and operators."""
+
+    def __init__(self, weights: list[tuple[str, tuple[int, ...], bool]]):
+        """`weights`: (dtype, shape, has scales) of each convolution's weight."""
+        self.tensors, self.ops = [], []
+        for i, (dtype, shape, scales) in enumerate(weights):
+            parameters = {"scales": np.ones(shape[0]) if scales else np.zeros(0)}
+            self.tensors.append(
+                {"index": 2 * i, "dtype": np.float32, "shape": np.array([1, 8, 8, shape[-1]]),
+                 "quantization_parameters": {"scales": np.zeros(0)}}
+            )  # fmt: skip
+            self.tensors.append(
+                {"index": 2 * i + 1, "dtype": np.dtype(dtype), "shape": np.array(shape),
+                 "quantization_parameters": parameters}
+            )  # fmt: skip
+            self.ops.append({"op_name": "CONV_2D", "inputs": [2 * i, 2 * i + 1], "outputs": []})
+
+    def get_tensor_details(self):
+        return self.tensors
+
+    def _get_ops_details(self):
+        return self.ops
+
+
+@pytest.mark.parametrize(
+    "weights, precision",
+    [
+        ([("int8", (64, 3, 3, 64), True), ("float32", (8, 1, 1, 8), False)], "dynamic-int8"),
+        ([("int8", (64, 3, 3, 64), True), ("float32", (64, 3, 3, 64), False)], "float32"),
+        ([("int8", (8, 1, 1, 8), True), ("float32", (8, 1, 1, 8), False)], "float32"),
+        ([("int8", (64, 3, 3, 64), False)], "float32"),  # int8 with no scales: a cast
+        ([("float16", (64, 3, 3, 64), False), ("float32", (8, 1, 1, 8), False)], "float32"),
+        ([("float16", (64, 3, 3, 64), False), ("float16", (8, 1, 1, 8), False)], "float16"),
+    ],
+)
+def test_only_litert_s_own_quantization_pattern_earns_the_looser_tolerance(weights, precision):
+    """One int8 convolution among float ones (a tampered float32 file, whose other weights
+    were changed) passed with the dynamic-int8 tolerance, 30,000 times float32's: now the
+    quantized tolerance needs every weight LiteRT would quantize quantized, and no other."""
+    from converters.artifacts import tflite_precision
+
+    assert tflite_precision(GraphOnly(weights))[0] == precision
+
+
+def test_a_loop_or_a_recursive_call_is_refused(capsys, tmp_path, atto):
+    """Every op of an endless tf.while_loop is harmless alone, and it hung verify inside
+    TensorFlow, where SIGTERM cannot reach: loops are not on the allow-list. A function that
+    calls itself is the other way to loop: refused too (a call planted in the graph)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from converters.savedmodel_ops import check_savedmodel, roots
+
+    serve = serving(lambda: tf.while_loop(lambda i: i >= 0, lambda i: i + 1, [0]))
+    module = tf.Module()
+    module.serve = serve
+    path = savedmodel(tmp_path, module, {"serving_default": serve})
+    code, _, err = run(capsys, "verify", atto, path, "--size", 61, 67)
+    assert_one_line_error(code, err, "While", status=2)
+
+    clean = tf.Module()
+    clean.serve = serving(lambda: None)
+    path = savedmodel(tmp_path / "clean", clean, {"serving_default": clean.serve})
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0]
+    name = next(iter(roots(graph.object_graph_def)))
+    function = next(f for f in graph.graph_def.library.function if f.signature.name == name)
+    function.node_def.add(name="again", op=name)
+    (path / "saved_model.pb").write_bytes(saved.SerializeToString())
+    with pytest.raises(ConversionError, match="which calls itself"):
+        check_savedmodel(path)
+
+
+def test_a_fifo_or_symlink_inside_a_savedmodel_is_refused(tmp_path):
+    """The loader would block for ever on a FIFO where its variables belong."""
+    from converters.savedmodel_ops import check_savedmodel
+
+    for kind in ("fifo", "symlink"):
+        path = tmp_path / kind
+        (path / "variables").mkdir(parents=True)
+        (path / "saved_model.pb").write_bytes(b"")
+        data = path / "variables" / "variables.data-00000-of-00001"
+        if kind == "fifo":
+            os.mkfifo(data)
+        else:
+            data.symlink_to("/dev/zero")
+        with pytest.raises(ConversionError, match=f"{data.name} is"):
+            check_savedmodel(path)
+
+
+def test_a_directory_that_appears_at_a_report_path_is_not_replaced(tmp_path):
+    """Checked before the run, a report path can become a directory while verify runs:
+    --force replaces a regular file only, so the directory and its files stay."""
+    from converters.pipeline import write_text
+
+    path = tmp_path / "race.html"
+    path.mkdir()
+    (path / "notes.txt").write_text("precious")
+    with pytest.raises(ConversionError, match="became a directory"):
+        write_text("<html></html>", path, force=True)
+    assert (path / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.html"]
+
+
+def test_a_savedmodel_cannot_loosen_its_tolerance_by_taking_float16(tmp_path, tiny_model):
+    """A graph that takes float16 input, computes in float32 and is 0.3% off passed against
+    float16's floor: a foreign artifact is held to float32's tolerance, and told so."""
+    import tensorflow as tf
+
+    from converters.artifacts import open_artifact
+
+    model = keras_copy(tiny_model)
+
+    class Float16In(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float16)])
+        def serve(self, x):
+            return {"logits": self.model(tf.cast(x, tf.float32), training=False) * 1.003}
+
+    module = Float16In()
+    path = savedmodel(tmp_path, module, {"serving_default": module.serve})
+    artifact = open_artifact(path, SPEC)
+    assert (artifact.precision, artifact.input_dtype) == ("float32", "float16")
+    assert any("held to float32's tolerance" in note for note in artifact.notes)
+    feed = feeding(artifact, 3, None, None, None, None, None)
+    result = verify_models(tiny_model, artifact, random_images(2, SIZE, 3, 0), feed, batch=2)
+    assert not result.passed, result.format()
