@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 signum = getattr(signal, name)
                 previous[signum] = signal.signal(signum, interrupt)
     try:
+        if args.run is run_variants:  # a table of the specs: no framework needed
+            return run_variants(args)
         import_tensorflow_quietly()  # before the library imports Keras: its notices go nowhere
         from converters import pipeline  # after parsing: --help does not wait for TensorFlow
 

@@ -100,8 +100,10 @@ def check_savedmodel(path: Path) -> GraphFacts:
             raise ConversionError(
                 f"{path}: refused: asset {index} names {name!r}, outside its assets folder"
             )
+    checked: set[str] = set()
     for root, where in roots(objects).items():
-        check_function(path, root, where, functions)
+        check_function(path, root, where, functions, checked)
+    check_no_recursion(path, checked, functions)
     return GraphFacts(
         keras_applications=any(
             "_prestem_normalization" in node.name
@@ -137,17 +139,15 @@ def roots(objects) -> dict[str, str]:
     return found
 
 
-def check_function(path: Path, root: str, where: str, functions: dict) -> None:
-    """`root` and every function it calls, to any depth, hold ALLOWED_OPS only, and no
-    function calls itself, directly or through others (a loop by recursion)."""
+def check_function(path: Path, root: str, where: str, functions: dict, checked: set) -> None:
+    """`root` and every function it calls, to any depth, hold ALLOWED_OPS only; `checked`
+    holds the functions already found clean (from other roots), which are not read again."""
     if root not in functions:
         raise ConversionError(f"{path}: refused: {where} names a function it does not hold")
-    seen = {root}
-    stack = [root]
+    stack = [root] if root not in checked else []
+    checked.add(root)
     while stack:
         name = stack.pop()
-        if reaches(name, name, functions):
-            raise ConversionError(f"{path}: refused: {where} calls {name}, which calls itself")
         for node in functions[name].node_def:
             if node.op not in ALLOWED_OPS and node.op not in functions:
                 inside = "" if name == root else f" (in {name}, which it calls)"
@@ -160,8 +160,8 @@ def check_function(path: Path, root: str, where: str, functions: dict) -> None:
                     raise ConversionError(
                         f"{path}: refused: {where} calls {callee}, a function it does not hold"
                     )
-                if callee not in seen:
-                    seen.add(callee)
+                if callee not in checked:
+                    checked.add(callee)
                     stack.append(callee)
 
 
@@ -175,19 +175,31 @@ def calls_of(node, functions: dict) -> list[str]:
     return called
 
 
-def reaches(start: str, target: str, functions: dict) -> bool:
-    """Whether a call from `start` leads, through any chain, back to `target`."""
-    seen: set[str] = set()
-    stack = [c for node in functions[start].node_def for c in calls_of(node, functions)]
-    while stack:
-        name = stack.pop()
-        if name == target:
-            return True
-        if name in seen or name not in functions:
+def check_no_recursion(path: Path, names: set[str], functions: dict) -> None:
+    """No function among `names` calls itself, directly or through others: with no loop op
+    allowed, recursion is the one way left for a graph to run for ever. A depth-first walk
+    of the call graph, each function once."""
+    calls = {
+        name: {c for node in functions[name].node_def for c in calls_of(node, functions)}
+        for name in names
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in sorted(names):
+        if start in state:
             continue
-        seen.add(name)
-        stack += [c for node in functions[name].node_def for c in calls_of(node, functions)]
-    return False
+        state[start] = 1
+        path_stack = [(start, iter(sorted(calls[start])))]
+        while path_stack:
+            name, pending = path_stack[-1]
+            callee = next(pending, None)
+            if callee is None:
+                state[name] = 2
+                path_stack.pop()
+            elif state.get(callee) == 1:
+                raise ConversionError(f"{path}: refused: {callee} calls itself (through {name})")
+            elif callee not in state and callee in calls:
+                state[callee] = 1
+                path_stack.append((callee, iter(sorted(calls[callee]))))
 
 
 def check_files(path: Path) -> None:

@@ -1763,7 +1763,7 @@ def savedmodel_graph(work) -> tuple[Path, bytes, list[str]]:
     return path, (path / "saved_model.pb").read_bytes(), forbidden
 
 
-@fuzz_settings(examples=40)
+@fuzz_settings(examples=30)
 @given(data=st.data())
 def test_savedmodel_with_a_forbidden_op_anywhere_it_runs_is_refused(savedmodel_graph, data):
     """One node of one function that loading or calling reaches (a signature, the stages
@@ -1789,7 +1789,7 @@ def test_savedmodel_with_a_forbidden_op_anywhere_it_runs_is_refused(savedmodel_g
         check_savedmodel(target)
 
 
-@fuzz_settings(examples=40)
+@fuzz_settings(examples=30)
 @given(ops=st.lists(BYTE_OPS, min_size=1, max_size=4))
 def test_savedmodel_pb_mutations_check_or_raise_conversion_error(savedmodel_graph, ops):
     """Mutated bytes of saved_model.pb: the check passes or refuses in one line, nothing else
