@@ -460,8 +460,7 @@ def verify_file(
     check_report_destinations(outputs, force, sources)
     result = verify(torch_src, deployed, log=log, **options)
     for name, path in outputs:
-        text = render_report(result) if name == "report" else result.to_json() + "\n"
-        write_text(text, path, force)
+        (write_report if name == "report" else write_json)(result, path, force)
         log(f"wrote {path}")
     return result
 

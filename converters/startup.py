@@ -39,16 +39,9 @@ def import_tensorflow_quietly() -> None:
     _silenced = True
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    with native_notices_silenced():
         import tensorflow
 
         # its Python warnings (tf.function retracing, when keras.applications models run
         # eagerly at several sizes) are advice for model authors, not for this tool's users
         tensorflow.get_logger().setLevel("ERROR")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
