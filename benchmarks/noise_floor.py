@@ -29,8 +29,8 @@ from converters.artifacts import KerasArtifact, open_artifact
 from converters.convert import torch_to_keras
 from converters.export import export_model
 from converters.parity import randomize_
-from converters.spec import spec_from_name
 from converters.verify import FACTOR, feeding, random_images, verify_models
+from convnext_spec.spec import spec_from_name
 
 VARIANTS = ["convnext_atto", "convnextv2_atto", "convnext_isotropic_small", "convnext_tiny"]
 TFLITE = {"convnext_atto", "convnextv2_atto", "convnext_isotropic_small"}  # tiny: 9 GB to convert

@@ -26,7 +26,7 @@ import convnext_tf
 import convnext_torch
 from converters.convert import torch_to_keras
 from converters.parity import differences, keras_outputs, randomize_, torch_outputs
-from converters.spec import names
+from convnext_spec.spec import names
 
 ODD_SIZE = (61, 127)  # as the tests: a remainder at the stem and an odd size at every downsample
 SMALL = ["convnext_atto", "convnext_tiny", "convnextv2_atto"]  # also at 224x224

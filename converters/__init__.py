@@ -1,7 +1,7 @@
 """Strict, name-based conversion between PyTorch and Keras ConvNeXt weights.
 
-This `__init__` imports nothing: `converters.spec` and `converters.mapping` stay free of
-PyTorch and TensorFlow, and the model packages import `converters.spec`. The names below are
+This `__init__` imports nothing: `convnext_spec.spec` and `converters.mapping` stay free of
+PyTorch and TensorFlow, and the model packages import `convnext_spec.spec`. The names below are
 loaded on first use (PEP 562), so `from converters import torch_to_keras` still works.
 """
 
@@ -11,7 +11,7 @@ import importlib
 
 _EXPORTS = {
     "ConversionError": "converters.errors",
-    "ModelSpec": "converters.spec",
+    "ModelSpec": "convnext_spec.spec",
     "StateDict": "converters.checkpoint",
     "load_state_dict": "converters.checkpoint",
     "ConversionReport": "converters.convert",

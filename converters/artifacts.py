@@ -43,7 +43,7 @@ from converters.files import (
 )
 from converters.parity import is_backbone, keras_trace
 from converters.savedmodel_ops import check_savedmodel
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 
 SERVING_SIGNATURE = "serving_default"  # what TF Serving and LiteRT call by default
 TRACE_SIGNATURE = "stages"  # convnext export's second signature: every intermediate output

@@ -30,7 +30,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from converters.errors import ConversionError, printable
-from converters.spec import (
+from converters.startup import import_tensorflow_quietly
+from convnext_spec.spec import (
     CHECKPOINTS,
     VARIANT_OPTIONS,
     SpecError,
@@ -38,7 +39,6 @@ from converters.spec import (
     parameter_count,
     spec_from_name,
 )
-from converters.startup import import_tensorflow_quietly
 
 LAYOUTS = ("auto", "official", "timm", "hf", "open_clip", "fcmae", "dinov3")
 TARGETS = ("keras", "keras-applications", "official", "timm", "hf")

@@ -22,7 +22,7 @@ import convnext_torch
 from converters import mapping
 from converters.checkpoint import StateDict, load_state_dict
 from converters.errors import ConversionError
-from converters.spec import (
+from convnext_spec.spec import (
     HIDDEN_FIELDS,
     ModelSpec,
     SpecError,

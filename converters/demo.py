@@ -31,7 +31,7 @@ import convnext_tf.train as keras_train
 import convnext_torch
 import convnext_torch.train as torch_train
 from converters import cli
-from converters.recipe import OptimizerSettings
+from convnext_spec.recipe import OptimizerSettings
 
 VARIANT = "convnext_atto"
 SIZE = 32  # the smallest input ConvNeXt takes: 32 -> 8 -> 4 -> 2 -> 1

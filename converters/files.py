@@ -29,7 +29,7 @@ from safetensors.numpy import save_file
 import convnext_tf
 from converters.archives import CONFIG_LIMIT, keras_member
 from converters.errors import ConversionError, first_sentence
-from converters.spec import (
+from convnext_spec.spec import (
     ModelSpec,
     SpecError,
     changes_from_variant,

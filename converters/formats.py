@@ -20,7 +20,7 @@ import numpy as np
 
 from converters import hf
 from converters.errors import ConversionError
-from converters.spec import ModelSpec, name_of
+from convnext_spec.spec import ModelSpec, name_of
 
 # official                            timm
 TIMM: tuple[tuple[str, str], ...] = (

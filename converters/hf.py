@@ -13,7 +13,7 @@ logits match at the float32 noise floor rather than 5e-7 off. Pure: no framework
 from __future__ import annotations
 
 from converters.errors import ConversionError
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 
 # What the transformers ConvNeXt classes can hold; anything else is refused by name.
 REPRESENTABLE = {"kind": "classifier", "norm": "layernorm", "norm_eps": 1e-6}

@@ -24,7 +24,7 @@ from converters import mapping
 from converters.checkpoint import StateDict
 from converters.convert import check_match
 from converters.errors import ConversionError
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 
 CONSTRUCTORS = {
     "convnext_tiny": "ConvNeXtTiny",

@@ -48,9 +48,9 @@ from converters.files import (
     write_keras,
     write_torch,
 )
-from converters.spec import ModelSpec, SpecError, changes_from_variant, names, spec_from_name
 from converters.verification import Verification
 from converters.verify import verify
+from convnext_spec.spec import ModelSpec, SpecError, changes_from_variant, names, spec_from_name
 
 LAYOUTS = ("auto", *formats.LAYOUT_NAMES)  # key layouts read
 HF_FILES = ("config.json", "model.safetensors")  # what `target` hf writes

@@ -15,7 +15,7 @@ if importlib.util.find_spec("tensorflow") is None:
         name="tensorflow",
     )
 
-from converters.spec import (
+from convnext_spec.spec import (
     FAMILY_DEFAULTS,
     ISOTROPIC_VARIANTS,
     VARIANTS,

@@ -35,7 +35,7 @@ import math
 import keras
 from keras import layers, ops
 
-from converters.spec import ModelSpec, as_backbone, resolve, stem_width
+from convnext_spec.spec import ModelSpec, as_backbone, resolve, stem_width
 
 SQRT_HALF = 1 / math.sqrt(2)  # a Python float: stays float64 in float64 models
 
@@ -334,7 +334,7 @@ class Block(layers.Layer):
 class ConvNeXt(keras.Model):
     """ConvNeXt: a 4x4 patch stem, four stages of blocks with 2x2 downsampling between them,
     global average pooling, LayerNorm and a linear classifier. timm's originals change the norm,
-    the stem or the head (converters.spec.VARIANT_OPTIONS).
+    the stem or the head (convnext_spec.spec.VARIANT_OPTIONS).
 
     Args:
         in_chans (int): Number of input image channels. Default: 3
@@ -753,7 +753,7 @@ class ConvNeXtIsotropic(keras.Model):
 def create_model(
     name_or_spec: str | ModelSpec, dtype=None, **overrides
 ) -> ConvNeXt | ConvNeXtBackbone | ConvNeXtIsotropic:
-    """Build a model from a variant name or a ModelSpec (converters.spec: the one description
+    """Build a model from a variant name or a ModelSpec (convnext_spec.spec: the one description
     both frameworks share), with its weights created for inputs of any (H, W). `overrides` are
     ModelSpec fields: num_classes, in_chans, drop_path_rate, layer_scale_init_value,
     head_init_scale, use_grn, ... `dtype` is a Keras dtype policy ("float32", "float64",

@@ -1,7 +1,7 @@
 """Training a ConvNeXt in Keras: the optimizer, one step, evaluation.
 
 convnext_torch/train.py is the same in PyTorch, function for function, in the same order; both
-take their settings from converters.recipe, so that from the same weights and the same batch
+take their settings from convnext_spec.recipe, so that from the same weights and the same batch
 the two take the same step (tests/test_training.py: 1e-10 relative in float64). Keras also
 trains with model.compile(optimizer, loss) and model.fit(); train_step is what fit runs, written
 out, as PyTorch has no fit.
@@ -17,11 +17,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from converters.recipe import OptimizerSettings, decays
+from convnext_spec.recipe import OptimizerSettings, decays
 
 
 def create_optimizer(model: keras.Model, settings: OptimizerSettings) -> keras.Optimizer:
-    """SGD with momentum, or AdamW with weight decay on the kernels only (converters.recipe).
+    """SGD with momentum, or AdamW with weight decay on the kernels only (convnext_spec.recipe).
     Keras-only: the model must be built (its variables exist) to be excluded from the decay."""
     if settings.name == "sgd":
         return keras.optimizers.SGD(

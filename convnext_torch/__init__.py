@@ -1,6 +1,6 @@
 """ConvNeXt in PyTorch, mirrored line for line by `convnext_tf`."""
 
-from converters.spec import (
+from convnext_spec.spec import (
     FAMILY_DEFAULTS,
     ISOTROPIC_VARIANTS,
     VARIANTS,

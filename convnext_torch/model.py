@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.spec import ModelSpec, as_backbone, resolve, stem_width
+from convnext_spec.spec import ModelSpec, as_backbone, resolve, stem_width
 from convnext_torch.kernels import mlp
 
 
@@ -209,7 +209,7 @@ class Block(nn.Module):
 class ConvNeXt(nn.Module):
     """ConvNeXt: a 4x4 patch stem, four stages of blocks with 2x2 downsampling between them,
     global average pooling, LayerNorm and a linear classifier. timm's originals change the norm,
-    the stem or the head (converters.spec.VARIANT_OPTIONS).
+    the stem or the head (convnext_spec.spec.VARIANT_OPTIONS).
 
     Args:
         in_chans (int): Number of input image channels. Default: 3
@@ -474,7 +474,7 @@ class ConvNeXtIsotropic(nn.Module):
 def create_model(
     name_or_spec: str | ModelSpec, **overrides
 ) -> ConvNeXt | ConvNeXtBackbone | ConvNeXtIsotropic:
-    """Build a model from a variant name or a ModelSpec (converters.spec: the one description
+    """Build a model from a variant name or a ModelSpec (convnext_spec.spec: the one description
     both frameworks share). `overrides` are ModelSpec fields: num_classes, in_chans,
     drop_path_rate, layer_scale_init_value, head_init_scale, use_grn, ..."""
     spec = resolve(name_or_spec, **overrides)

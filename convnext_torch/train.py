@@ -1,7 +1,7 @@
 """Training a ConvNeXt in PyTorch: the optimizer, one step, evaluation.
 
 convnext_tf/train.py is the same in Keras, function for function, in the same order; both take
-their settings from converters.recipe, so that from the same weights and the same batch the
+their settings from convnext_spec.recipe, so that from the same weights and the same batch the
 two take the same step (tests/test_training.py: 1e-10 relative in float64).
 
     model = create_model("convnext_atto", num_classes=10)
@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.recipe import OptimizerSettings, decays
+from convnext_spec.recipe import OptimizerSettings, decays
 
 
 def create_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
-    """SGD with momentum, or AdamW with weight decay on the kernels only (converters.recipe)."""
+    """SGD with momentum, or AdamW with weight decay on the kernels only (convnext_spec.recipe)."""
     if settings.name == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=settings.learning_rate, momentum=settings.momentum

@@ -24,7 +24,7 @@ from converters.parity import (
     randomize_,
     torch_outputs,
 )
-from converters.spec import ModelSpec, names
+from convnext_spec.spec import ModelSpec, names
 
 # Parameter counts with 1000 classes: the paper's Table 11 for tiny..xlarge, timm's (1.0.31,
 # counted with `sum(p.numel() for p in timm.create_model(name).parameters())`) for the others.
@@ -94,7 +94,7 @@ TINY_SPECS: dict[str, ModelSpec] = {
         kind="backbone", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=0,
         use_grn=True, layer_scale_init_value=0.0, out_indices=(1, 3),
     ),
-    # timm's originals: every norm, stem and head form (converters.spec.VARIANT_OPTIONS)
+    # timm's originals: every norm, stem and head form (convnext_spec.spec.VARIANT_OPTIONS)
     "timm_rmsnorm_tiered_stem_norm_first": ModelSpec(
         depths=(1, 1, 2, 1), dims=(16, 16, 24, 32), num_classes=5, norm="rmsnorm",
         stem="overlap_tiered", head="norm_first",

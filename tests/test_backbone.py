@@ -9,7 +9,7 @@ import convnext_tf
 import convnext_torch
 from converters import load_state_dict, torch_to_keras
 from converters.parity import randomize_
-from converters.spec import ModelSpec, as_backbone, spec_from_name
+from convnext_spec.spec import ModelSpec, as_backbone, spec_from_name
 from tests import reference
 from tests.helpers import (
     ODD_SIZE,

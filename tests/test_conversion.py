@@ -20,7 +20,7 @@ from converters import (
     torch_to_keras,
 )
 from converters.parity import randomize_
-from converters.spec import as_backbone, spec_from_name
+from convnext_spec.spec import as_backbone, spec_from_name
 from tests.helpers import Exploit, random_torch_model
 
 VARIANT = "convnext_atto"

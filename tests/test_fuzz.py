@@ -197,7 +197,7 @@ def child_reader(kind: str) -> Callable[[Path], object]:
     import keras
 
     from converters.files import load_keras_model
-    from converters.spec import ModelSpec
+    from convnext_spec.spec import ModelSpec
 
     spec = ModelSpec(**SPEC_FIELDS)
 
@@ -1513,7 +1513,7 @@ def make_seeds(work: Path) -> Seeds:
     import convnext_tf
     import convnext_torch
     from converters import formats
-    from converters.spec import ModelSpec
+    from convnext_spec.spec import ModelSpec
 
     spec = ModelSpec(**SPEC_FIELDS)
     model = convnext_torch.create_model(spec)
@@ -1753,7 +1753,7 @@ def savedmodel_graph(work) -> tuple[Path, bytes, list[str]]:
     import convnext_tf
     from converters.export import export_model
     from converters.savedmodel_ops import ALLOWED_OPS
-    from converters.spec import ModelSpec
+    from convnext_spec.spec import ModelSpec
 
     path = work / "graph_savedmodel"
     if not path.exists():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from converters import ConversionError, convert_file, load_state_dict
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 from tests.helpers import assert_one_line_error, run, write_layout
 
 # --- a small file must not take the machine ------------------------------------------------

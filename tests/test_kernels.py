@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import convnext_torch
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 from convnext_torch import kernels
 from tests.helpers import ODD_SIZE, images, random_torch_model, torch_outputs
 

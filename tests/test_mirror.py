@@ -35,7 +35,7 @@ def classes(path: Path) -> dict[str, list[str]]:
 
 
 def test_one_variant_table_for_both():
-    assert convnext_torch.VARIANTS is convnext_tf.VARIANTS  # the same object: converters.spec
+    assert convnext_torch.VARIANTS is convnext_tf.VARIANTS  # the same object: convnext_spec.spec
     assert convnext_torch.ISOTROPIC_VARIANTS is convnext_tf.ISOTROPIC_VARIANTS
     assert convnext_torch.FAMILY_DEFAULTS is convnext_tf.FAMILY_DEFAULTS
     for path in (TORCH_FILE, KERAS_FILE):

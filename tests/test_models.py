@@ -6,7 +6,7 @@ test_tf_model.py."""
 import numpy as np
 import pytest
 
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 from tests.helpers import (
     FRAMEWORKS,
     KERAS,

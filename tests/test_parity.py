@@ -13,7 +13,7 @@ exhaustive marker).
 import numpy as np
 import pytest
 
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 from tests.helpers import (
     ALL_VARIANTS,
     ODD_SIZE,

@@ -17,7 +17,7 @@ import torch
 
 import convnext_torch
 from converters.formats import from_official
-from converters.spec import VARIANT_OPTIONS, VARIANTS, parameter_count, spec_from_name
+from convnext_spec.spec import VARIANT_OPTIONS, VARIANTS, parameter_count, spec_from_name
 from tests.helpers import keras_outputs, random_torch_model, run
 
 pytestmark = pytest.mark.peer
@@ -81,7 +81,7 @@ def test_timm_model_to_keras_and_back(capsys, tmp_path, variant):
 @pytest.mark.parametrize("variant", TIMM_ORIGINALS)
 def test_timm_has_our_keys_shapes_and_parameter_counts(tmp_path, variant):
     """timm's state_dict (on the meta device) is what our timm-layout writer gives, key for key
-    and shape for shape, and timm counts the parameters converters.spec counts."""
+    and shape for shape, and timm counts the parameters convnext_spec.spec counts."""
     timm("shapes", variant, tmp_path / "timm.json")
     found = json.loads((tmp_path / "timm.json").read_text())
     spec = spec_from_name(variant)

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import convnext_tf
 from converters import ConversionError, convert_file
 from converters.pipeline import inspect_file, verify_file
-from converters.spec import parameter_count, spec_from_name
+from convnext_spec.spec import parameter_count, spec_from_name
 from tests.helpers import (
     assert_one_line_error,
     assert_same_logits,

@@ -4,7 +4,7 @@ architecture itself, which cross-framework parity cannot (a mistake in both woul
 import pytest
 import torch
 
-from converters.spec import resolve
+from convnext_spec.spec import resolve
 from tests import reference
 from tests.helpers import (
     ODD_SIZE,

@@ -8,7 +8,7 @@ import pytest
 import convnext_tf
 import convnext_torch
 from converters import keras_variables, torch_to_keras
-from converters.spec import ModelSpec
+from convnext_spec.spec import ModelSpec
 from tests.helpers import (
     ODD_SIZE,
     assert_float32_parity,

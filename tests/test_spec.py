@@ -1,4 +1,4 @@
-"""The one description of a model (converters.spec): framework-free, the papers' parameter
+"""The one description of a model (convnext_spec.spec): framework-free, the papers' parameter
 counts from shapes alone, lookups both ways, and a clear error for what it cannot build."""
 
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.spec import (
+from convnext_spec.spec import (
     CHECKPOINTS,
     HIDDEN_FIELDS,
     ISOTROPIC_VARIANTS,
@@ -30,7 +30,7 @@ from tests.helpers import ALL_VARIANTS, PARAMETERS, TINY_SPECS
 
 def test_importing_the_spec_and_the_pure_converter_modules_loads_no_framework():
     code = (
-        "import sys, converters.spec, converters.mapping, converters.formats, converters.errors; "
+        "import sys, convnext_spec, converters.mapping, converters.formats, converters.errors; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -43,7 +43,7 @@ def test_the_model_files_import_the_spec_with_the_same_line():
     lines = []
     for package in ("convnext_torch", "convnext_tf"):
         source = (root / package / "model.py").read_text().splitlines()
-        lines.append([line for line in source if line.startswith("from converters.spec")])
+        lines.append([line for line in source if line.startswith("from convnext_spec.spec")])
     assert lines[0] == lines[1] and len(lines[0]) == 1
 
 

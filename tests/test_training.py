@@ -20,8 +20,8 @@ import torch
 import convnext_tf.train as keras_train
 import convnext_torch.train as torch_train
 from converters.convert import keras_to_torch, keras_variables
-from converters.recipe import OptimizerSettings, decays
-from converters.spec import ModelSpec
+from convnext_spec.recipe import OptimizerSettings, decays
+from convnext_spec.spec import ModelSpec
 from tests.helpers import converted_keras_model, random_torch_model
 
 SPEC = ModelSpec(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5)
@@ -29,7 +29,7 @@ V2_SPEC = ModelSpec(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5, us
 # In float64, every hyperparameter is a value float32 holds exactly: Keras keeps its learning
 # rate in a float32 variable, and casts momentum and betas to the variable's dtype through a
 # float32 tensor (0.9 -> 0.89999998, 2.6e-8 relative); PyTorch uses the Python floats as they
-# are. Adam's epsilon is negligible (converters.recipe says why it must be).
+# are. Adam's epsilon is negligible (convnext_spec.recipe says why it must be).
 OPTIMIZERS = {
     "sgd": OptimizerSettings("sgd", learning_rate=2**-7, momentum=0.875),
     "adamw": OptimizerSettings(

@@ -35,7 +35,6 @@ from converters.convert import keras_variables
 from converters.errors import ConversionError
 from converters.export import export_model
 from converters.files import TEMP_PREFIX
-from converters.spec import ModelSpec, spec_from_name
 from converters.verification import Verification
 from converters.verify import (
     FACTOR,
@@ -46,6 +45,7 @@ from converters.verify import (
     verify,
     verify_models,
 )
+from convnext_spec.spec import ModelSpec, spec_from_name
 from tests.helpers import (
     assert_one_line_error,
     blocks_of,

@@ -5,11 +5,9 @@ and the command line resolves one from its options: "which model is this" is ans
 only. Like transformers' one `ConvNextConfig` for its PyTorch and TF files, the description is
 data, not code.
 
-Why this module lives in `converters`: it must import neither PyTorch nor Keras, so that
-`convnext_torch` and `convnext_tf` can both import it with the same line (and each still reads
-on its own), while the top level keeps the packages the project was specified with. The
-`converters` package `__init__` imports nothing, so `import converters.spec` loads no
-framework (tests/test_spec.py checks that in a fresh interpreter).
+This package imports neither PyTorch nor Keras, so that `convnext_torch`, `convnext_tf` and
+`converters` all import it with the same line and each model package still reads on its own
+(tests check that `import convnext_spec` loads no framework, in a fresh interpreter).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training recipe both frameworks share: which parameters get weight decay, and the
 optimizer settings, written once so that `convnext_torch.train` and `convnext_tf.train`
-configure the same optimizer. Framework-free, like converters.spec.
+configure the same optimizer. Framework-free, like `convnext_spec.spec`.
 
 Weight decay follows the official ConvNeXt and ConvNeXt V2 recipes: none for normalisation
 weights, biases, layer scale (`gamma`, one value a channel) and GRN's `gamma` and `beta`;
