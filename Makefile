@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m converters.demo
+	$(PY) -m examples.demo
 
 # The default tier: structural cases on tiny specs, the real variants at the smallest sizes that
 # keep every code path, every named variant's parameter count (no weights allocated). Two
@@ -71,9 +71,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The two model files side by side: they are meant to line up.
-diff:
-	diff --side-by-side --width=200 convnext_torch/model.py convnext_tf/model.py | less -S
+# The two model files, each class and function beside its twin, fitted to the terminal: side by
+# side from 120 columns, a unified diff below (DIFF=--unified or DIFF=--side-by-side to choose).
+# Keras-only bookkeeping (build, get_config, convnext_tf/layers.py) is listed, not shown.
+diff: | $(STAMP)
+	$(PY) tools/mirror_diff.py $(DIFF) | less -FX
 
 # Speed and memory against the peers, each implementation in a process of its own (about 30
 # minutes for two rounds; BENCH="--quick" for one round without torch.compile and the slowest

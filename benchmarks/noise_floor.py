@@ -25,12 +25,13 @@ from converters.startup import import_tensorflow_quietly
 import_tensorflow_quietly()
 import convnext_tf
 import convnext_torch
-from converters.artifacts import KerasArtifact, open_artifact
-from converters.convert import torch_to_keras
-from converters.export import export_model
-from converters.parity import randomize_
-from converters.verify import FACTOR, feeding, random_images, verify_models
+from converters.deploy.artifacts import KerasArtifact, open_artifact
+from converters.deploy.export import export_model
+from converters.deploy.inputs import feeding, random_images
+from converters.deploy.verify import FACTOR, verify_models
+from converters.weights.convert import torch_to_keras
 from convnext_spec.spec import spec_from_name
+from tests.support.parity import randomize_
 
 VARIANTS = ["convnext_atto", "convnextv2_atto", "convnext_isotropic_small", "convnext_tiny"]
 TFLITE = {"convnext_atto", "convnextv2_atto", "convnext_isotropic_small"}  # tiny: 9 GB to convert

@@ -24,9 +24,9 @@ import torch
 
 import convnext_tf
 import convnext_torch
-from converters.convert import torch_to_keras
-from converters.parity import differences, keras_outputs, randomize_, torch_outputs
-from convnext_spec.spec import names
+from converters.weights.convert import torch_to_keras
+from convnext_spec.spec import variant_names
+from tests.support.parity import differences, keras_outputs, randomize_, torch_outputs
 
 ODD_SIZE = (61, 127)  # as the tests: a remainder at the stem and an odd size at every downsample
 SMALL = ["convnext_atto", "convnext_tiny", "convnextv2_atto"]  # also at 224x224
@@ -72,7 +72,7 @@ def measure(variant: str, height: int, width: int, seed: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--variants", nargs="+", default=names(), help="default: every one")
+    parser.add_argument("--variants", nargs="+", default=variant_names(), help="default: every one")
     args = parser.parse_args()
     lines = [
         "| variant | input | float64 rel. | float32 abs. | PyTorch f32 err | Keras f32 err "

@@ -39,13 +39,13 @@ def main() -> None:
     import keras
 
     import convnext_tf
-    from converters import pipeline
-    from converters.convert import keras_model_from_state
-    from converters.files import write_keras
+    from converters import jobs
+    from converters.files.outputs import write_keras
+    from converters.weights.convert import keras_model_from_state
 
     step("import the rest")
-    state = pipeline.read_checkpoint(src)
-    state, spec = pipeline.model_spec(state, None, None)
+    state = jobs.read_state(src)
+    state, spec = jobs.model_spec(state, None, None)
     step("read and check the checkpoint")
     model, _ = keras_model_from_state(state, spec)
     step("build the Keras model from it")

@@ -1,8 +1,18 @@
-"""Strict, name-based conversion between PyTorch and Keras ConvNeXt weights.
+"""Strict, name-based conversion between PyTorch and Keras ConvNeXt weights, and the check
+that a deployed model computes what its PyTorch original computes.
 
-This `__init__` imports nothing: `convnext_spec.spec` and `converters.mapping` stay free of
-PyTorch and TensorFlow, and the model packages import `convnext_spec.spec`. The names below are
-loaded on first use (PEP 562), so `from converters import torch_to_keras` still works.
+A thin door over four wings, whose imports run one way, down:
+
+    cli.py (parses and prints) -> jobs.py (whole jobs: convert_file, verify_file, ...)
+      -> deploy/  (trace, export, artifacts, verify, result, report)
+      -> weights/ (which model a checkpoint is; tensors onto models, strictly)
+      -> files/   (bytes in and out: readers, writers, every guard once)
+      -> names/   (the key tables: no framework)
+      -> errors.py, startup.py
+
+This `__init__` imports nothing: `converters.names` stays free of PyTorch and TensorFlow. The
+names below are loaded on first use (PEP 562), so `from converters import torch_to_keras`
+still works and costs nothing until it is used.
 """
 
 from __future__ import annotations
@@ -12,17 +22,21 @@ import importlib
 _EXPORTS = {
     "ConversionError": "converters.errors",
     "ModelSpec": "convnext_spec.spec",
-    "StateDict": "converters.checkpoint",
-    "load_state_dict": "converters.checkpoint",
-    "ConversionReport": "converters.convert",
-    "infer_spec": "converters.convert",
-    "resolve_spec": "converters.convert",
-    "keras_to_torch": "converters.convert",
-    "keras_variables": "converters.convert",
-    "torch_to_keras": "converters.convert",
-    "load_torch_model": "converters.convert",
-    "convert_file": "converters.pipeline",
-    "ConversionResult": "converters.pipeline",
+    "StateDict": "converters.files.checkpoint",
+    "load_state_dict": "converters.files.checkpoint",
+    "ConversionReport": "converters.weights.convert",
+    "keras_to_torch": "converters.weights.convert",
+    "keras_variables": "converters.weights.convert",
+    "torch_to_keras": "converters.weights.convert",
+    "load_torch_model": "converters.weights.convert",
+    "infer_spec": "converters.weights.identify",
+    "resolve_spec": "converters.weights.identify",
+    "ConversionResult": "converters.weights.targets",
+    "convert_file": "converters.jobs",
+    "verify_file": "converters.jobs",
+    "export_file": "converters.jobs",
+    "inspect_file": "converters.jobs",
+    "Verification": "converters.deploy.result",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,5 +1,5 @@
 """The `convnext` command line: it parses arguments and prints; the jobs are library functions
-in converters.pipeline, which a Python user calls with the same options as parameters.
+in converters.jobs, which a Python user calls with the same options as parameters.
 
     convnext convert SRC DST [--from auto|official|timm|hf|open_clip|fcmae|dinov3]
                      [--to keras|keras-applications|official|timm|hf]
@@ -30,18 +30,16 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from converters.errors import ConversionError, printable
+from converters.names.layouts import LAYOUT_CHOICES, TARGETS
 from converters.startup import import_tensorflow_quietly
 from convnext_spec.spec import (
     CHECKPOINTS,
     VARIANT_OPTIONS,
     SpecError,
-    names,
     parameter_count,
     spec_from_name,
+    variant_names,
 )
-
-LAYOUTS = ("auto", "official", "timm", "hf", "open_clip", "fcmae", "dinov3")
-TARGETS = ("keras", "keras-applications", "official", "timm", "hf")
 
 # Library parameters named in error messages (`variant`) -> the options that set them here.
 FLAGS = {
@@ -94,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.run is run_variants:  # a table of the specs: no framework needed
             return run_variants(args)
         import_tensorflow_quietly()  # before the library imports Keras: its notices go nowhere
-        from converters import pipeline  # after parsing: --help does not wait for TensorFlow
+        from converters import jobs  # after parsing: --help does not wait for TensorFlow
 
-        return args.run(args, pipeline)
+        return args.run(args, jobs)
     except (ConversionError, SpecError) as e:
         print(f"convnext: error: {printable(as_flags(str(e)))}", file=sys.stderr)
         return args.unusable
@@ -337,7 +335,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_layout_option(parser: argparse.ArgumentParser, help_text: str) -> None:
-    parser.add_argument("--from", dest="layout", choices=LAYOUTS, default="auto", help=help_text)
+    parser.add_argument(
+        "--from", dest="layout", choices=LAYOUT_CHOICES, default="auto", help=help_text
+    )
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -359,8 +359,8 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_convert(args: argparse.Namespace, pipeline) -> int:
-    result = pipeline.convert_file(
+def run_convert(args: argparse.Namespace, jobs) -> int:
+    result = jobs.convert_file(
         args.src,
         args.dst,
         target=args.target,
@@ -378,8 +378,8 @@ def run_convert(args: argparse.Namespace, pipeline) -> int:
     return 0
 
 
-def run_verify(args: argparse.Namespace, pipeline) -> int:
-    result = pipeline.verify_file(
+def run_verify(args: argparse.Namespace, jobs) -> int:
+    result = jobs.verify_file(
         args.torch_src,
         args.deployed,
         report=args.report,
@@ -409,8 +409,8 @@ def run_verify(args: argparse.Namespace, pipeline) -> int:
     return 0 if result.passed else 1
 
 
-def run_export(args: argparse.Namespace, pipeline) -> int:
-    pipeline.export_file(
+def run_export(args: argparse.Namespace, jobs) -> int:
+    jobs.export_file(
         args.src,
         args.dst,
         quantize=args.quantize,
@@ -425,17 +425,17 @@ def run_export(args: argparse.Namespace, pipeline) -> int:
     return 0
 
 
-def run_inspect(args: argparse.Namespace, pipeline) -> int:
-    for label, value in pipeline.inspect_file(
+def run_inspect(args: argparse.Namespace, jobs) -> int:
+    for label, value in jobs.inspect_file(
         args.file, layout=args.layout, ema=args.ema, key=args.key
     ):
         print(f"{label + ':':<16}{printable(as_flags(str(value)))}")
     return 0
 
 
-def run_variants(args: argparse.Namespace, pipeline=None) -> int:
+def run_variants(args: argparse.Namespace, jobs=None) -> int:
     print(f"{'name':<26}{'depths':<16}{'dims':<26}{'parameters':>12}  differs by")
-    for name in names():
+    for name in variant_names():
         spec = spec_from_name(name)
         differs = ", ".join(f"{k} {v}" for k, v in VARIANT_OPTIONS.get(name, {}).items())
         print(

@@ -6,6 +6,8 @@ imports nothing of theirs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class ConversionError(Exception):
     """A checkpoint that cannot be converted exactly; the message is one line naming why.
@@ -68,3 +70,10 @@ def count_argument(name: str, value: object) -> None:
     """An integer parameter (`num_classes`): a TypeError naming it for anything else."""
     if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise TypeError(f"`{name}` must be an integer, not {type(value).__name__}")
+
+
+Log = Callable[[str], None]  # how the library reports progress: one line at a time
+
+
+def quiet(line: str) -> None:
+    """The default `log`: say nothing."""

@@ -85,7 +85,7 @@ VARIANT_OPTIONS: dict[str, dict] = {
 }  # fmt: skip
 
 # Published checkpoints that are a variant with another head: what `convnext convert` builds
-# for each (layout: how its file names the tensors, converters.formats). OpenCLIP's image
+# for each (layout: how its file names the tensors, converters.names.layouts). OpenCLIP's image
 # towers end in a projection to the embedding without bias.
 CLIP = {"head_bias": False}
 # release                       (layout, variant, changes)
@@ -112,6 +112,13 @@ FAMILY_DEFAULTS: dict[str, dict] = {
 }
 
 KINDS = ("classifier", "backbone", "isotropic")
+# kind -> the class both model packages build it with (convnext_torch.ConvNeXt, ...)
+MODEL_CLASSES = {
+    "classifier": "ConvNeXt",
+    "backbone": "ConvNeXtBackbone",
+    "isotropic": "ConvNeXtIsotropic",
+}
+KIND_OF_CLASS = {class_name: kind for kind, class_name in MODEL_CLASSES.items()}
 # The architecture options a spec can name (see VARIANT_OPTIONS for what each is).
 NORMS = ("layernorm", "rmsnorm", "simplenorm")
 STEMS = ("patchify", "overlap", "overlap_tiered", "overlap_act")
@@ -278,7 +285,7 @@ def from_arguments(kind: str, arguments: dict) -> ModelSpec:
     return ModelSpec(kind=kind, **{k: v for k, v in arguments.items() if k in fields})
 
 
-def names() -> list[str]:
+def variant_names() -> list[str]:
     """Every variant name: hierarchical (V1, V2), then isotropic."""
     return [*VARIANTS, *ISOTROPIC_VARIANTS]
 
@@ -309,8 +316,9 @@ def spec_from_name(name: str, **overrides) -> ModelSpec:
 
 def unknown_variant(name: str) -> str:
     """`unknown variant 'x'`, with the closest names, for an error message."""
-    close = difflib.get_close_matches(str(name), names(), n=1, cutoff=0.6)
-    hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(names())}"
+    close = difflib.get_close_matches(str(name), variant_names(), n=1, cutoff=0.6)
+    known = f"known: {', '.join(variant_names())}"
+    hint = f"did you mean {' or '.join(close)}?" if close else known
     return f"unknown variant {name!r}; {hint}"
 
 
@@ -354,7 +362,7 @@ def variants_like(spec: ModelSpec, ignore: Iterable[str] = ()) -> list[str]:
     if spec.kind == "backbone":
         fields = [f for f in fields if not f.startswith("head")]
     found = []
-    for name in names():
+    for name in variant_names():
         variant = spec_from_name(name)
         if variant.family == spec.family and all(
             getattr(variant, f) == getattr(spec, f) for f in fields

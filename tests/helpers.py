@@ -14,17 +14,11 @@ import torch
 
 import convnext_tf
 import convnext_torch
-from converters import formats
-from converters.convert import keras_variables, torch_to_keras
-from converters.mapping import to_torch
-from converters.parity import (
-    Difference,
-    differences,
-    keras_outputs,
-    randomize_,
-    torch_outputs,
-)
-from convnext_spec.spec import ModelSpec, names
+from converters.names import layouts
+from converters.names.mapping import to_torch
+from converters.weights.convert import keras_variables, torch_to_keras
+from convnext_spec.spec import ModelSpec, variant_names
+from tests.support.parity import Difference, differences, keras_outputs, randomize_, torch_outputs
 
 # Parameter counts with 1000 classes: the paper's Table 11 for tiny..xlarge, timm's (1.0.31,
 # counted with `sum(p.numel() for p in timm.create_model(name).parameters())`) for the others.
@@ -62,7 +56,7 @@ PARAMETERS = {
     "convnext_isotropic_base": 87_083_752,
     "convnext_isotropic_large": 305_942_504,
 }
-ALL_VARIANTS = names()
+ALL_VARIANTS = variant_names()
 
 # The structural cases, each on a spec small enough to build in milliseconds: every code path
 # of the three model classes (layer scale on and off, GRN, no head, other input channels,
@@ -174,7 +168,7 @@ def assert_float32_parity(pt32: dict, tf32: dict, pt64: dict) -> dict:
 
 
 def random_torch_model(variant: str | ModelSpec, seed: int = 0, **overrides) -> torch.nn.Module:
-    """A PyTorch model whose every parameter matters (see converters.parity.randomize_).
+    """A PyTorch model whose every parameter matters (see tests.support.parity.randomize_).
     Built on the meta device first: its own initialisation would be overwritten anyway, and
     skipping it saves most of the build time of the large variants."""
     with torch.device("meta"):
@@ -188,7 +182,7 @@ def write_layout(
     """An official state_dict renamed into `layout`; `conv_mlp` writes timm's 1x1-conv MLP
     weights, as timm has them for atto..nano (the spec of any of those asks for that form)."""
     spec = ModelSpec(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)) if conv_mlp else None
-    tensors, _ = formats.from_official(official, layout, spec)
+    tensors, _ = layouts.from_official(official, layout, spec)
     return tensors
 
 

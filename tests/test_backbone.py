@@ -8,7 +8,6 @@ import torch
 import convnext_tf
 import convnext_torch
 from converters import load_state_dict, torch_to_keras
-from converters.parity import randomize_
 from convnext_spec.spec import ModelSpec, as_backbone, spec_from_name
 from tests import reference
 from tests.helpers import (
@@ -20,6 +19,7 @@ from tests.helpers import (
     images,
     run,
 )
+from tests.support.parity import randomize_
 
 
 def backbone_outputs(model, x: np.ndarray) -> dict[str, np.ndarray]:

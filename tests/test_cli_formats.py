@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import convnext_tf
-from converters import keras_applications, load_state_dict
+from converters import load_state_dict
+from converters.weights import keras_applications
 from tests.helpers import (
     assert_one_line_error,
     assert_same_logits,

@@ -15,13 +15,13 @@ from converters import (
     keras_to_torch,
     keras_variables,
     load_state_dict,
-    mapping,
     resolve_spec,
     torch_to_keras,
 )
-from converters.parity import randomize_
+from converters.names import mapping
 from convnext_spec.spec import as_backbone, spec_from_name
 from tests.helpers import Exploit, random_torch_model
+from tests.support.parity import randomize_
 
 VARIANT = "convnext_atto"
 
@@ -299,7 +299,7 @@ def test_keras_model_from_state_holds_the_checkpoint_exactly(
 ):
     """Variables created from the checkpoint (the pinned Keras), or, where Keras cannot defer
     them, built as usual and assigned: the same weights, every tensor taken out of `state`."""
-    from converters import convert
+    from converters.weights import convert
 
     if not deferred:  # as on a Keras without deferred variables
         monkeypatch.setattr(convert, "build_with_values", lambda *args: None)
@@ -325,7 +325,7 @@ def test_keras_model_from_state_holds_the_checkpoint_exactly(
 def test_keras_model_from_state_in_float64_and_refusing_a_mismatch_before_building(
     torch_model, monkeypatch
 ):
-    from converters.convert import keras_model_from_state
+    from converters.weights.convert import keras_model_from_state
 
     state = load_state_dict({k: v.double() for k, v in torch_model.state_dict().items()})
     spec = resolve_spec(state)
@@ -351,7 +351,7 @@ def test_keras_model_from_state_leaves_keras_usable_after_an_error_and_inside_a_
     variables would get values only at its end, and assigned ones would not stick: refused."""
     import keras
 
-    from converters.convert import keras_model_from_state
+    from converters.weights.convert import keras_model_from_state
 
     original = torch_model.state_dict()
     spec = resolve_spec(load_state_dict(original))

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("sklearn", reason="make demo needs scikit-learn (the demo extra)")
 pytest.importorskip("PIL", reason="make demo needs Pillow (the deploy extra)")
 
-from converters import demo  # noqa: E402
-from converters.verify import read_image  # noqa: E402
+from converters.deploy.inputs import read_image
+from examples import demo
 
 
 def test_the_demo_trains_on_the_pixels_verify_reads(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from converters import ConversionError, formats, load_state_dict
+from converters import ConversionError, load_state_dict
+from converters.names import layouts
 from tests.helpers import random_torch_model, write_layout
 
 VARIANT = "convnext_atto"  # depths (2, 2, 6, 2), dims (40, 80, 160, 320)
@@ -84,13 +85,13 @@ def test_written_layout_has_the_documented_names(official, layout, written_out, 
     for key, shape in written_out.items():
         assert key in foreign, key
         assert foreign[key].shape == shape, key
-    assert formats.detect(foreign) == layout
+    assert layouts.detect(foreign) == layout
 
 
 @pytest.mark.parametrize("layout, conv_mlp", [("timm", True), ("timm", False), ("hf", False)])
 def test_round_trip_through_a_layout_is_bit_exact(official, layout, conv_mlp):
     foreign = write_layout(official, layout, conv_mlp=conv_mlp)
-    back, unmatched, _ = formats.to_official(foreign, layout)
+    back, unmatched, _ = layouts.to_official(foreign, layout)
     assert unmatched == []
     assert list(back) == list(official)
     assert all(np.array_equal(back[k], official[k]) for k in official)
@@ -107,7 +108,7 @@ def test_reading_documented_names_gives_official_tensors(official):
         "head.fc.weight": "head.weight",
     }
     for foreign, expected in timm_pairs.items():
-        assert formats.rename(foreign, formats.TIMM) == expected
+        assert layouts.rename(foreign, layouts.TIMM) == expected
     hf_pairs = {
         "convnext.embeddings.layernorm.bias": "downsample_layers.0.1.bias",
         "convnext.encoder.stages.2.downsampling_layer.0.weight": "downsample_layers.2.0.weight",
@@ -117,7 +118,7 @@ def test_reading_documented_names_gives_official_tensors(official):
         "classifier.bias": "head.bias",
     }
     for foreign, expected in hf_pairs.items():
-        assert formats.rename(foreign, formats.HF) == expected
+        assert layouts.rename(foreign, layouts.HF) == expected
 
 
 def save(obj, path):
@@ -239,5 +240,12 @@ def test_convnext_v2_grn_names_and_shapes_in_every_layout():
 def test_the_command_line_offers_every_layout():
     from converters import cli
 
-    assert cli.LAYOUTS == ("auto", *formats.LAYOUT_NAMES)
-    assert sorted(formats.LAYOUT_NAMES) == sorted(formats.LAYOUTS)
+    offered = {
+        action.dest: action.choices
+        for name, command in cli.parser()._subparsers._group_actions[0].choices.items()
+        if name == "convert"
+        for action in command._actions
+    }
+    assert tuple(offered["layout"]) == ("auto", *layouts.LAYOUT_NAMES)
+    assert tuple(offered["target"]) == layouts.TARGETS
+    assert sorted(layouts.LAYOUT_NAMES) == sorted(layouts.KEY_LAYOUTS)

@@ -188,7 +188,7 @@ def child_reader(kind: str) -> Callable[[Path], object]:
     if kind == "selftest":
         return misbehave
     if kind == "torch":
-        from converters.checkpoint import load_state_dict
+        from converters.files.checkpoint import load_state_dict
 
         return load_state_dict
     from converters.startup import import_tensorflow_quietly
@@ -196,7 +196,7 @@ def child_reader(kind: str) -> Callable[[Path], object]:
     import_tensorflow_quietly()
     import keras
 
-    from converters.files import load_keras_model
+    from converters.files.keras_files import load_keras_model
     from convnext_spec.spec import ModelSpec
 
     spec = ModelSpec(**SPEC_FIELDS)
@@ -1512,7 +1512,7 @@ def make_seeds(work: Path) -> Seeds:
 
     import convnext_tf
     import convnext_torch
-    from converters import formats
+    from converters.names import layouts
     from convnext_spec.spec import ModelSpec
 
     spec = ModelSpec(**SPEC_FIELDS)
@@ -1526,7 +1526,7 @@ def make_seeds(work: Path) -> Seeds:
     pth = set_zip_member((work / "seed.pth").read_bytes(), ".data/serialization_id", b"0" * 40)
     safetensors = save_safetensors(state)
     official = {k: v.numpy() for k, v in state.items()}
-    hf, _ = formats.from_official(official, "hf")
+    hf, _ = layouts.from_official(official, "hf")
     hf_safetensors = save_safetensors({k: torch.from_numpy(v) for k, v in hf.items()})
     hf_config = json.dumps(
         {"model_type": "convnext", "layer_norm_eps": 1e-6, "num_labels": 3, "hidden_sizes": [8] * 4}
@@ -1685,7 +1685,7 @@ def test_the_seeds_are_the_same_bytes_on_every_run(work, seeds):
 
 
 def read_torch(path: Path):
-    from converters.checkpoint import load_state_dict
+    from converters.files.checkpoint import load_state_dict
 
     return load_state_dict(path)
 
@@ -1709,7 +1709,8 @@ def test_finding_pth_whose_zip64_locator_names_another_disk(work, seeds):
 
 
 # Weights that reach outside their file: HDF5 would follow them (Keras before 3.13.2 did, and
-# 3.13.2 with h5py 3.10 still did for links); converters.files.check_self_contained refuses them.
+# 3.13.2 with h5py 3.10 still did for links); check_self_contained (converters.files.keras_files)
+# refuses them.
 REACHING_OUT = {
     "external_storage": lambda target: (H5Edit(1, "external_storage", target),),
     # a link is not an array: one more array keeps load_keras_model's count right
@@ -1747,12 +1748,12 @@ def test_finding_weights_that_reach_outside_their_file_are_refused(
 @pytest.fixture(scope="module")
 def savedmodel_graph(work) -> tuple[Path, bytes, list[str]]:
     """A convnext export SavedModel of the tiny spec, its saved_model.pb, and the names of
-    every TensorFlow op outside converters.savedmodel_ops.ALLOWED_OPS (tf.raw_ops knows them)."""
+    every TensorFlow op outside converters.files.savedmodel.ALLOWED_OPS (tf.raw_ops knows them)."""
     import tensorflow as tf
 
     import convnext_tf
-    from converters.export import export_model
-    from converters.savedmodel_ops import ALLOWED_OPS
+    from converters.deploy.export import export_model
+    from converters.files.savedmodel import ALLOWED_OPS
     from convnext_spec.spec import ModelSpec
 
     path = work / "graph_savedmodel"
@@ -1771,7 +1772,7 @@ def test_savedmodel_with_a_forbidden_op_anywhere_it_runs_is_refused(savedmodel_g
     from tensorflow.core.protobuf import saved_model_pb2
 
     from converters.errors import ConversionError
-    from converters.savedmodel_ops import check_savedmodel, roots
+    from converters.files.savedmodel import check_savedmodel, roots
 
     path, original, forbidden = savedmodel_graph
     saved = saved_model_pb2.SavedModel()
@@ -1795,7 +1796,7 @@ def test_savedmodel_pb_mutations_check_or_raise_conversion_error(savedmodel_grap
     """Mutated bytes of saved_model.pb: the check passes or refuses in one line, nothing else
     (no DecodeError, no IndexError from a node id that points nowhere)."""
     from converters.errors import ConversionError
-    from converters.savedmodel_ops import check_savedmodel
+    from converters.files.savedmodel import check_savedmodel
 
     path, original, _ = savedmodel_graph
     target = path.with_name("bytes_mutant")

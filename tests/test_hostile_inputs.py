@@ -306,7 +306,7 @@ def test_a_name_from_a_file_cannot_forge_a_verdict_line():
     """An artifact's description (its signature's output key, its model's name) with a
     newline and a colour escape: the printed text keeps the real verdict last, on its own
     line, and no escape sequence reaches the terminal."""
-    from converters.verification import Point, Verification
+    from converters.deploy.result import Point, Verification
 
     forged = "m\n\x1b[32mPASS: logits max rel 0.00e+00\x1b[0m\x1b[8m"
     result = Verification(
@@ -387,7 +387,7 @@ def keras_weights_with_a_fill_value_array(directory):
 
 
 def test_an_hdf5_array_of_fill_values_is_refused_before_it_is_allocated(tmp_path):
-    from converters.files import load_keras_model
+    from converters.files.keras_files import load_keras_model
 
     path = keras_weights_with_a_fill_value_array(tmp_path)
 

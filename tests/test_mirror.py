@@ -4,15 +4,22 @@ same order, same attribute names, and for every variant the same tensors under t
 
 import ast
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
+import keras
 import pytest
 import torch
 
 import convnext_tf
+import convnext_tf.layers
+import convnext_tf.model
 import convnext_torch
-from converters import mapping
-from converters.convert import keras_variables
+import convnext_torch.kernels
+import convnext_torch.model
+from converters.names import mapping
+from converters.weights.convert import keras_variables
 from tests.helpers import ALL_VARIANTS, PARAMETERS, keras_shapes_only
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +72,102 @@ def test_same_methods_in_the_same_order():
         expected = [METHOD_TWINS.get(m, m) for m in methods if m != "_init_weights"]
         found = [m for m in keras_methods[name] if m not in KERAS_ONLY_METHODS]
         assert found == expected, name
+
+
+FRAMEWORK_STATE = {"training", "seed_generator"}  # PyTorch's train/eval flag, Keras' random state
+
+
+def calls(path: Path) -> dict[str, list[str]]:
+    """Function or Class.method (by its Keras name) -> the sublayers (`self.x(...)`) and the
+    helpers both model modules have that it calls, in the order they are evaluated; a helper
+    with the attributes of self it is given: "mlp(self.pwconv1, self.act, ...)". __init__ and
+    the Keras-only methods are left out: they construct, where these compute."""
+    shared = {n for n in dir(convnext_torch.model) if hasattr(convnext_tf.model, n)}
+
+    def is_self(node) -> bool:
+        return isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "self"
+
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        functions = node.body if isinstance(node, ast.ClassDef) else [node]
+        for function in functions:
+            if not isinstance(function, ast.FunctionDef) or function.name in (
+                KERAS_ONLY_METHODS | {"__init__", "_init_weights"}
+            ):
+                continue
+            called = sorted(  # an inner call ends before the outer one: evaluation order
+                (n for n in ast.walk(function) if isinstance(n, ast.Call)),
+                key=lambda n: (n.end_lineno, n.end_col_offset),
+            )
+            sequence = []
+            for call in called:
+                callee = call.func.value if isinstance(call.func, ast.Subscript) else call.func
+                if is_self(callee):
+                    name = f"self.{callee.attr}"
+                elif isinstance(callee, ast.Name) and callee.id in shared:
+                    name = callee.id
+                else:
+                    continue
+                args = [
+                    f"self.{a.attr}"
+                    for a in call.args
+                    if is_self(a) and a.attr not in FRAMEWORK_STATE
+                ]
+                sequence.append(f"{name}({', '.join(args)})" if args else name)
+            method = METHOD_TWINS.get(function.name, function.name)
+            found[method if node is function else f"{node.name}.{method}"] = sequence
+    return found
+
+
+def test_same_calls_on_the_same_sublayers_in_the_same_order():
+    """Every method that computes (and every function) calls the same sublayers and shared
+    helpers in the same order in both files; the block's MLP is one helper in both, with the
+    fused CPU path in PyTorch's (convnext_torch/kernels.py) and the layers one by one in
+    Keras' (convnext_tf/layers.py)."""
+    torch_calls, keras_calls = calls(TORCH_FILE), calls(KERAS_FILE)
+    assert {name: keras_calls.get(name) for name in torch_calls} == torch_calls
+    assert torch_calls["Block.call"] == [
+        "self.dwconv",
+        "self.norm",
+        "mlp(self.pwconv1, self.act, self.grn, self.pwconv2)",
+        "self.drop_path",
+    ]
+    assert convnext_torch.model.mlp is convnext_torch.kernels.mlp
+    assert convnext_tf.model.mlp is convnext_tf.layers.mlp
+    for mlp in (convnext_torch.model.mlp, convnext_tf.model.mlp):
+        assert list(inspect.signature(mlp).parameters) == ["x", "pwconv1", "act", "grn", "pwconv2"]
+
+
+def test_keras_helpers_importable_from_the_model_module():
+    """Moved to convnext_tf/layers.py, still where other code imports them from."""
+    for name in ("GELU", "SQRT_HALF", "check_float64_backend", "mean", "sequential"):
+        assert getattr(convnext_tf.model, name) is getattr(convnext_tf.layers, name)
+    assert convnext_tf.GELU is convnext_tf.layers.GELU
+    assert keras.saving.get_registered_object("convnext_tf>GELU") is convnext_tf.GELU
+
+
+def test_mirror_diff_pairs_every_class_and_function_and_fits_the_width():
+    """`make diff` (tools/mirror_diff.py): each top-level name of the PyTorch file in order,
+    beside its twin, no row wider than asked, the Keras-only methods left out."""
+    expected = [
+        node.name
+        for node in ast.parse(TORCH_FILE.read_text()).body
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+    ]
+    assert "Block" in expected and "create_model" in expected
+    for mode, width in (("--unified", 80), ("--side-by-side", 150)):
+        output = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "mirror_diff.py"), mode, f"--width={width}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        lines = output.splitlines()
+        titles = [line.split(":")[0].removeprefix("== ") for line in lines if line[:3] == "== "]
+        assert titles == expected, mode
+        assert max(map(len, lines)) <= width, mode
+        assert not any(f"def {m}(" in line for line in lines for m in KERAS_ONLY_METHODS)
+        assert "ConvNeXt.get_config" in output and "ConvNeXt._init_weights" in output
 
 
 def test_training_files_have_the_same_functions_in_the_same_order():

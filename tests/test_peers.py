@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import convnext_torch
-from converters.formats import from_official
+from converters.names.layouts import from_official
 from convnext_spec.spec import VARIANT_OPTIONS, VARIANTS, parameter_count, spec_from_name
 from tests.helpers import keras_outputs, random_torch_model, run
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 import convnext_tf
 from converters import ConversionError, convert_file
-from converters.pipeline import inspect_file, verify_file
+from converters.jobs import inspect_file, verify_file
 from convnext_spec.spec import parameter_count, spec_from_name
 from tests.helpers import (
     assert_one_line_error,

@@ -1,5 +1,5 @@
-"""converters.report on synthetic results: the page is self-contained and escaped, the plot is a
-PNG whatever the numbers (0, inf, a black box), and the JSON beside it stays valid.
+"""converters.deploy.report on synthetic results: the page is self-contained and escaped, the
+plot is a PNG whatever the numbers (0, inf, a black box), and the JSON beside it stays valid.
 
 No torch or TensorFlow here: a report must render from a result alone.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from converters import report
-from converters.report import labelled, plot_png, render_html
-from converters.verification import ImageRow, Point, Verification
+from converters.deploy import report
+from converters.deploy.report import labelled, plot_png, render_html
+from converters.deploy.result import ImageRow, Point, Verification
 
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
@@ -254,10 +254,10 @@ def test_many_points_keep_their_landmarks():
 
 
 def test_report_imports_no_framework():
-    """converters.report loads where neither torch nor TensorFlow is installed, and draws
+    """converters.deploy.report loads where neither torch nor TensorFlow is installed, and draws
     without pyplot (which would pick a backend and keep global state)."""
     code = (
-        "import sys, converters.report as r\n"
+        "import sys, converters.deploy.report as r\n"
         "bad = {'torch', 'tensorflow', 'keras', 'matplotlib'} & set(sys.modules)\n"
         "assert not bad, bad\n"
         "from tests.test_report import localised_fail\n"

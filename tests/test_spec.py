@@ -18,11 +18,11 @@ from convnext_spec.spec import (
     changes_from_variant,
     from_arguments,
     name_of,
-    names,
     parameter_count,
     resolve,
     spec_from_name,
     stem_width,
+    variant_names,
     variants_like,
 )
 from tests.helpers import ALL_VARIANTS, PARAMETERS, TINY_SPECS
@@ -30,7 +30,8 @@ from tests.helpers import ALL_VARIANTS, PARAMETERS, TINY_SPECS
 
 def test_importing_the_spec_and_the_pure_converter_modules_loads_no_framework():
     code = (
-        "import sys, convnext_spec, converters.mapping, converters.formats, converters.errors; "
+        "import sys, convnext_spec, converters.names.mapping, converters.names.layouts, "
+        "converters.names.hf, converters.errors; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -53,7 +54,7 @@ def test_parameter_count_from_shapes_is_the_papers(variant):
 
 
 def test_every_variant_is_listed_once():
-    assert names() == [*VARIANTS, *ISOTROPIC_VARIANTS] == list(PARAMETERS)
+    assert variant_names() == [*VARIANTS, *ISOTROPIC_VARIANTS] == list(PARAMETERS)
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
@@ -176,8 +177,8 @@ def test_a_published_checkpoint_is_read_as_its_variant(release):
     import torch
 
     import convnext_torch
-    from converters.checkpoint import StateDict
-    from converters.convert import resolve_spec
+    from converters.files.checkpoint import StateDict
+    from converters.weights.identify import resolve_spec
 
     _, variant, changes = CHECKPOINTS[release]
     expected = spec_from_name(variant, **changes)

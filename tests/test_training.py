@@ -19,7 +19,7 @@ import torch
 
 import convnext_tf.train as keras_train
 import convnext_torch.train as torch_train
-from converters.convert import keras_to_torch, keras_variables
+from converters.weights.convert import keras_to_torch, keras_variables
 from convnext_spec.recipe import OptimizerSettings, decays
 from convnext_spec.spec import ModelSpec
 from tests.helpers import converted_keras_model, random_torch_model

@@ -3,7 +3,7 @@ artifact kind, and each deliberately broken one FAILS, with the first divergence
 the break is. Every PASS here has a sibling that shows the same check failing.
 
 The subject is the check, not the width: the localisation tests run on SPEC, a 5-block
-ConvNeXt with every weight randomised, compared through converters.verify.verify_models (SPEC
+ConvNeXt with every weight randomised, compared through converters.deploy.verify.verify_models (SPEC
 is no named variant, so verify() cannot infer it from a checkpoint file). The command line
 needs a named variant: its tests use conftest's convnext_atto. Images are 61x67, no multiple
 of 32: 61 -> 15 -> 7 -> 3 -> 1 and 67 -> 16 -> 8 -> 4 -> 2, a remainder at the stem and odd
@@ -28,23 +28,16 @@ import tensorflow as tf
 import torch
 
 import convnext_tf
-from converters import keras_applications
-from converters.artifacts import open_artifact
-from converters.checkpoint import load_state_dict
-from converters.convert import keras_variables
+from converters.deploy.artifacts import open_artifact
+from converters.deploy.export import export_model
+from converters.deploy.inputs import feeding, folder_images, random_images
+from converters.deploy.result import Verification
+from converters.deploy.verify import FACTOR, UNIT_ROUNDOFF, verify, verify_models
 from converters.errors import ConversionError
-from converters.export import export_model
-from converters.files import TEMP_PREFIX
-from converters.verification import Verification
-from converters.verify import (
-    FACTOR,
-    UNIT_ROUNDOFF,
-    feeding,
-    folder_images,
-    random_images,
-    verify,
-    verify_models,
-)
+from converters.files.checkpoint import load_state_dict
+from converters.files.outputs import TEMP_PREFIX
+from converters.weights import keras_applications
+from converters.weights.convert import keras_variables
 from convnext_spec.spec import ModelSpec, spec_from_name
 from tests.helpers import (
     assert_one_line_error,
@@ -988,8 +981,8 @@ def test_cli_failed_export_leaves_nothing_behind(
     """An export that fails while writing exits 1 with one line, and leaves nothing at DST
     and no .convnext-* temporary directory beside it; with --force over an existing
     SavedModel, the old one is left exactly as it was."""
-    monkeypatch.setattr("converters.export.save_savedmodel", failing_savedmodel)
-    monkeypatch.setattr("converters.export.to_tflite", failing_tflite)
+    monkeypatch.setattr("converters.deploy.export.save_savedmodel", failing_savedmodel)
+    monkeypatch.setattr("converters.deploy.export.to_tflite", failing_tflite)
     dst = tmp_path / ("model.tflite" if kind == "tflite" else "savedmodel")
     if force:
         shutil.copytree(deployed["savedmodel"], dst)

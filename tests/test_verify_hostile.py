@@ -2,7 +2,7 @@
 NaN and Inf outputs that must FAIL, report paths that must not replace anything, names that
 must not forge a verdict. Each case was seen to pass wrongly (or to overwrite) before its fix.
 
-The comparison cases run converters.verify.verify_models on an in-memory artifact whose
+The comparison cases run converters.deploy.verify.verify_models on an in-memory artifact whose
 output is exactly what the case needs; the command-line cases use real files.
 """
 
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from converters.artifacts import Artifact
+from converters.deploy.artifacts import Artifact
+from converters.deploy.inputs import feeding, random_images
+from converters.deploy.verify import verify_models
 from converters.errors import ConversionError
-from converters.verify import feeding, random_images, verify_models
 from tests.helpers import assert_one_line_error, random_torch_model, run
 from tests.test_verify import SIZE, SPEC, keras_copy, write
 
@@ -120,9 +121,9 @@ def test_nan_or_inf_in_the_output_fails_and_is_named(tiny_model, edit, images):
 def test_nan_in_a_block_names_that_block_first(tmp_path, tiny_model):
     """A traced artifact whose stages.1.0 gives NaN (one depthwise weight NaN): FAIL, with
     stages.1.0 the first divergence and the first NaN, in the text and the HTML report."""
-    from converters.artifacts import open_artifact
-    from converters.convert import keras_variables
-    from converters.report import render_html
+    from converters.deploy.artifacts import open_artifact
+    from converters.deploy.report import render_html
+    from converters.weights.convert import keras_variables
 
     model = keras_copy(tiny_model)
     variable = keras_variables(model)["stages.1.0.dwconv.weight"]
@@ -151,7 +152,7 @@ def test_a_reference_that_is_not_finite_is_unusable(tiny_model):
 
 
 def test_an_infinite_tolerance_is_refused(tiny_model):
-    from converters.verification import Point
+    from converters.deploy.result import Point
 
     assert not Point("x", 1.0, 1.0, 0.0, float("inf")).ok
     assert not Point("x", 1.0, 1.0, 0.0, 1e-3, atol=float("inf")).ok
@@ -171,8 +172,8 @@ def atto(tmp_path_factory, torch_model) -> Path:
 def nan_tflite(atto, torch_model) -> Path:
     """The atto conversion exported to .tflite with its head's weights NaN: all-NaN logits,
     what a careless conversion produces."""
-    from converters.convert import keras_variables
-    from converters.export import export_model
+    from converters.deploy.export import export_model
+    from converters.weights.convert import keras_variables
     from tests.helpers import converted_keras_model
 
     model = converted_keras_model(torch_model, "convnext_atto", "float32", num_classes=10)
@@ -394,7 +395,7 @@ def test_a_function_outside_the_signatures_is_checked_too(capsys, tmp_path, atto
 def test_a_tf1_savedmodel_is_refused(tmp_path):
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from converters.savedmodel_ops import check_savedmodel
+    from converters.files.savedmodel import check_savedmodel
 
     saved = saved_model_pb2.SavedModel()
     saved.meta_graphs.add()
@@ -423,7 +424,7 @@ def test_an_idle_int8_cast_does_not_loosen_the_tolerance(tmp_path, tiny_model):
     tensor made it dynamic-int8, whose tolerance let it pass."""
     import tensorflow as tf
 
-    from converters.artifacts import open_artifact
+    from converters.deploy.artifacts import open_artifact
 
     model = keras_copy(tiny_model)
 
@@ -452,11 +453,11 @@ def test_an_idle_int8_cast_does_not_loosen_the_tolerance(tmp_path, tiny_model):
 
 def test_export_suffixes_are_case_insensitive_and_unknown_ones_refused(capsys, tmp_path, atto):
     import convnext_tf
-    from converters.artifacts import is_tflite
-    from converters.export import export_model
+    from converters.deploy.artifacts import is_tflite
+    from converters.deploy.export import export_model
 
     path = tmp_path / "model.TFLITE"
-    with mock.patch("converters.export.to_tflite", return_value=b"\0\0\0\0TFL3"):
+    with mock.patch("converters.deploy.export.to_tflite", return_value=b"\0\0\0\0TFL3"):
         export_model(convnext_tf.create_model(SPEC), path)  # the LiteRT converter: not the test
     assert path.is_file() and is_tflite(path)  # a LiteRT file, not a SavedModel directory
     for name in ("model.onnx", "model.pb"):
@@ -497,19 +498,19 @@ def test_options_out_of_bounds_are_one_line_before_any_model_runs(
 
 
 def test_python_api_misuse_raises_conversion_or_type_errors_naming_the_parameter(atto):
-    from converters import pipeline
+    from converters import jobs
 
     bad = ConversionError
     cases = [
-        (lambda: pipeline.convert_file(atto, "o.keras", layout="bogus"), bad, "`layout`"),
-        (lambda: pipeline.convert_file(None, "o.keras"), TypeError, "`src`"),
-        (lambda: pipeline.convert_file(atto, "o.keras", num_classes="1"), TypeError, "num_classes"),
-        (lambda: pipeline.inspect_file(atto, layout="x"), ConversionError, "`layout`"),
-        (lambda: pipeline.export_file(atto, "o.tflite", layout="x"), ConversionError, "`layout`"),
-        (lambda: pipeline.verify_file(atto, None), TypeError, "`deployed`"),
-        (lambda: pipeline.verify_file(atto, "d", atol=float("inf")), ConversionError, "`atol`"),
-        (lambda: pipeline.verify_file(atto, "d", batch="4"), TypeError, "`batch`"),
-        (lambda: pipeline.verify_file(atto, "d", size=(64,)), TypeError, "`size`"),
+        (lambda: jobs.convert_file(atto, "o.keras", layout="bogus"), bad, "`layout`"),
+        (lambda: jobs.convert_file(None, "o.keras"), TypeError, "`src`"),
+        (lambda: jobs.convert_file(atto, "o.keras", num_classes="1"), TypeError, "num_classes"),
+        (lambda: jobs.inspect_file(atto, layout="x"), ConversionError, "`layout`"),
+        (lambda: jobs.export_file(atto, "o.tflite", layout="x"), ConversionError, "`layout`"),
+        (lambda: jobs.verify_file(atto, None), TypeError, "`deployed`"),
+        (lambda: jobs.verify_file(atto, "d", atol=float("inf")), ConversionError, "`atol`"),
+        (lambda: jobs.verify_file(atto, "d", batch="4"), TypeError, "`batch`"),
+        (lambda: jobs.verify_file(atto, "d", size=(64,)), TypeError, "`size`"),
     ]  # fmt: skip
     for call, kind, names in cases:
         with pytest.raises(kind, match=names):
@@ -522,8 +523,8 @@ def test_a_custom_op_tflite_names_the_operator(tmp_path, nan_tflite):
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from converters.artifacts import open_artifact
-    from converters.verify import call
+    from converters.deploy.artifacts import open_artifact
+    from converters.deploy.verify import call
 
     model = schema.ModelT.InitFromPackedBuf(nan_tflite.read_bytes(), 0)
     code = model.operatorCodes[0]
@@ -553,7 +554,7 @@ def test_no_stray_lines_on_stderr_from_litert_or_numpy(capfd, tmp_path, atto, na
 def test_a_picture_past_pillows_warning_size_is_refused_in_one_line(tmp_path):
     from PIL import Image
 
-    from converters.verify import read_image
+    from converters.deploy.inputs import read_image
 
     path = tmp_path / "huge.png"
     Image.new("L", (10000, 9000)).save(path)  # 90 million pixels: Pillow warns past 89.5
@@ -601,7 +602,7 @@ def test_only_litert_s_own_quantization_pattern_earns_the_looser_tolerance(weigh
     """One int8 convolution among float ones (a tampered float32 file, whose other weights
     were changed) passed with the dynamic-int8 tolerance, 30,000 times float32's: now the
     quantized tolerance needs every weight LiteRT would quantize quantized, and no other."""
-    from converters.artifacts import tflite_precision
+    from converters.deploy.artifacts import tflite_precision
 
     assert tflite_precision(GraphOnly(weights))[0] == precision
 
@@ -613,7 +614,7 @@ def test_a_loop_or_a_recursive_call_is_refused(capsys, tmp_path, atto):
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from converters.savedmodel_ops import check_savedmodel, roots
+    from converters.files.savedmodel import check_savedmodel, roots
 
     serve = serving(lambda: tf.while_loop(lambda i: i >= 0, lambda i: i + 1, [0]))
     module = tf.Module()
@@ -638,7 +639,7 @@ def test_a_loop_or_a_recursive_call_is_refused(capsys, tmp_path, atto):
 
 def test_a_fifo_or_symlink_inside_a_savedmodel_is_refused(tmp_path):
     """The loader would block for ever on a FIFO where its variables belong."""
-    from converters.savedmodel_ops import check_savedmodel
+    from converters.files.savedmodel import check_savedmodel
 
     for kind in ("fifo", "symlink"):
         path = tmp_path / kind
@@ -656,7 +657,7 @@ def test_a_fifo_or_symlink_inside_a_savedmodel_is_refused(tmp_path):
 def test_a_directory_that_appears_at_a_report_path_is_not_replaced(tmp_path):
     """Checked before the run, a report path can become a directory while verify runs:
     --force replaces a regular file only, so the directory and its files stay."""
-    from converters.pipeline import write_text
+    from converters.files.outputs import write_text
 
     path = tmp_path / "race.html"
     path.mkdir()
@@ -672,7 +673,7 @@ def test_a_savedmodel_cannot_loosen_its_tolerance_by_taking_float16(tmp_path, ti
     float16's floor: a foreign artifact is held to float32's tolerance, and told so."""
     import tensorflow as tf
 
-    from converters.artifacts import open_artifact
+    from converters.deploy.artifacts import open_artifact
 
     model = keras_copy(tiny_model)
 

@@ -5,7 +5,7 @@ all), or a Hugging Face style directory holding model.safetensors or pytorch_mod
 config.json). A checkpoint is either a bare state_dict or a training checkpoint that wraps one:
 `{"model": ...}` (official releases; training checkpoints add "optimizer", "epoch", "args" and
 perhaps "model_ema") or `{"state_dict": ...}`. The keys may be in the official, timm or
-Hugging Face layout (converters.formats); they come out in the official one.
+Hugging Face layout (converters.names.layouts); they come out in the official one.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters import formats
-from converters.archives import check_archive, check_crcs
 from converters.errors import ConversionError, choice_argument, first_sentence
+from converters.files.destinations import DIRECTORY_FILES
+from converters.files.guards import check_archive, check_crcs
+from converters.names import layouts
 
 # Harmless globals found in real training checkpoints, allowed by the weights-only unpickler:
 # official ConvNeXt checkpoints keep their command line as an argparse.Namespace under "args".
@@ -38,7 +39,6 @@ EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
 # Prefixes that wrap every key of a model saved from inside a wrapper: DataParallel and
 # DistributedDataParallel add "module.", torch.compile "_orig_mod." (both can stack).
 WRAPPER_PREFIXES = {"module.": "DataParallel", "_orig_mod.": "torch.compile"}
-DIRECTORY_FILES = ("model.safetensors", "pytorch_model.bin")  # Hugging Face's names
 # The largest tensor any model this project builds could hold (convnextv2_huge's 4C x C MLP is
 # 22M; a head for 100k classes of xxlarge width is 300M): a bound on what is materialised.
 MAX_TENSOR_ELEMENTS = 1 << 29
@@ -53,7 +53,7 @@ class StateDict:
     wrapper: str | None  # "model", "model_ema" or "state_dict" when wrapped, else None
     dtypes: tuple[str, ...]  # the dtypes stored in the file, before any conversion
     nonfinite: tuple[str, ...] = ()  # tensors holding NaN or Inf: converted as they are
-    layout: str = "official"  # the layout the keys were in (formats.LAYOUTS)
+    layout: str = "official"  # the layout the keys were in (layouts.KEY_LAYOUTS)
     notes: tuple[str, ...] = ()  # value changes made on reading, said to the user
     skipped: tuple[str, ...] = ()  # other entries of a training checkpoint (optimizer, ...)
     config: dict | None = None  # a Hugging Face config.json beside the weights
@@ -73,7 +73,7 @@ def load_state_dict(
     source: str | Path | Mapping, layout: str = "auto", ema: bool = False, key: str | None = None
 ) -> StateDict:
     """The state_dict of `source` (a path or a mapping) in the official layout. `layout` is
-    "auto" (detected from the keys) or one of formats.LAYOUTS; `ema` takes the EMA weights of
+    "auto" (detected from the keys) or one of layouts.KEY_LAYOUTS; `ema` takes the EMA weights of
     a training checkpoint; `key` names the entry that holds the weights, for a wrapper this
     reader does not know. Raises ConversionError for anything that is not exactly that."""
     where = str(source) if isinstance(source, (str, Path)) else "state_dict"
@@ -92,18 +92,18 @@ def load_state_dict(
     tensors = {name: to_numpy(value, where, name) for name, value in state.items()}
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
 
-    detected = formats.detect(tensors)
-    choice_argument("layout", layout, ("auto", *formats.LAYOUT_NAMES))
+    detected = layouts.detect(tensors)
+    choice_argument("layout", layout, ("auto", *layouts.LAYOUT_NAMES))
     if layout == "auto":
         if detected is None:
             sample = ", ".join(list(tensors)[:3]) or "no tensors at all"
             raise ConversionError(
                 f"{where}: not a ConvNeXt state_dict in any known layout "
-                f"({', '.join(formats.LAYOUT_NAMES)}; found {sample})"
+                f"({', '.join(layouts.LAYOUT_NAMES)}; found {sample})"
             )
         layout = detected
     try:
-        tensors, unmatched, renamed_notes = formats.to_official(tensors, layout)
+        tensors, unmatched, renamed_notes = layouts.to_official(tensors, layout)
     except ConversionError as e:
         raise ConversionError(f"{where}: {e}") from None
     looks_like = detected not in (None, layout)
@@ -171,7 +171,7 @@ def read_file(path: Path) -> tuple[object, object, list[str]]:
         raise ConversionError(f"{path}: not a regular file")
     if path.name.endswith(".safetensors"):
         return read_safetensors(path), None, []
-    return read_checkpoint(path), None, []
+    return torch_load(path), None, []
 
 
 def read_directory(path: Path) -> tuple[object, object, list[str]]:
@@ -252,7 +252,7 @@ def read_tensor(file, data_start: int, key: str, entry: dict) -> torch.Tensor:
 PROTOCOL_4_OPCODES = {0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98}
 
 
-def read_checkpoint(path: Path) -> object:
+def torch_load(path: Path) -> object:
     """torch.load with weights_only=True, every failure turned into one ConversionError line.
     A zip archive whose members would inflate far beyond the file's size is refused first:
     torch.save does not compress, and torch.load would inflate it all into memory."""

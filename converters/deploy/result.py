@@ -1,7 +1,8 @@
 """What `convnext verify` found: the result object, its text form and its JSON form.
 
 Framework-free (numpy is not even needed), so that a report can be read back and rendered
-without TensorFlow or torch; converters.verify computes it, converters.report draws it.
+without TensorFlow or torch; converters.deploy.verify computes it, converters.deploy.report
+draws it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ImageRow:
 
 @dataclass
 class Verification:
-    """The result of converters.verify.verify: a verdict and the evidence for it."""
+    """The result of converters.deploy.verify.verify: a verdict and the evidence for it."""
 
     passed: bool
     torch_source: str

@@ -1,6 +1,6 @@
 """A verification drawn for people: a PNG of the difference along the network, and an HTML page.
 
-Framework-free like converters.verification, so that a saved result can be rendered on a
+Framework-free like converters.deploy.result, so that a saved result can be rendered on a
 machine without torch or TensorFlow. matplotlib is imported only when a plot is drawn (it is
 not a dependency of the converter), and through Figure + FigureCanvasAgg rather than pyplot,
 so that drawing neither picks a GUI backend nor touches a caller's global pyplot state.
@@ -12,8 +12,10 @@ import base64
 import html
 import io
 import math
+from pathlib import Path
 
-from converters.verification import ImageRow, Point, Verification
+from converters.deploy.result import ImageRow, Point, Verification
+from converters.files.outputs import write_text
 
 CLIP = 1e-12  # a difference of exactly 0 is drawn here: a log axis has no 0
 TOP = 0.93  # height, in axes coordinates, of the markers for points that could not be compared
@@ -324,3 +326,19 @@ def render_html(v: Verification) -> str:
         f"<title>convnext verify: {e(v.verdict_line())}</title>\n<style>{STYLE}</style></head>\n"
         "<body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
+
+
+def write_report(result: Verification, path: str | Path, force: bool = False) -> None:
+    """`result` as one self-contained HTML page (converters.deploy.report), written atomically;
+    an existing file is replaced only with `force`."""
+    write_text(render_report(result), Path(path), force)
+
+
+def write_json(result: Verification, path: str | Path, force: bool = False) -> None:
+    write_text(result.to_json() + "\n", Path(path), force)
+
+
+def render_report(result: Verification) -> str:
+    from converters.deploy.report import render_html
+
+    return render_html(result)

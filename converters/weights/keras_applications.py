@@ -20,10 +20,10 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-from converters import mapping
-from converters.checkpoint import StateDict
-from converters.convert import check_match
 from converters.errors import ConversionError
+from converters.files.checkpoint import StateDict
+from converters.names import mapping
+from converters.weights.convert import check_match
 from convnext_spec.spec import ModelSpec
 
 CONSTRUCTORS = {
@@ -77,7 +77,7 @@ def build(
     )
 
 
-def names(
+def variables_by_key(
     model: keras.Model, depths: tuple[int, ...], include_top: bool
 ) -> Iterator[tuple[str, keras.Variable, str]]:
     """(official key, keras.applications variable, kind of transpose) for every tensor."""
@@ -133,7 +133,7 @@ def assign(
 ) -> list[str]:
     """Assign an official-layout checkpoint to a keras.applications model, strictly. Returns
     the checkpoint keys left out on purpose (the head, without the top)."""
-    targets = list(names(model, depths, include_top))
+    targets = list(variables_by_key(model, depths, include_top))
     skipped = [] if include_top else [k for k in ("head.weight", "head.bias") if k in state.tensors]
     expected = {  # in PyTorch's layout, as check_match reports shapes
         key: tuple(int(variable.shape[a]) for a in np.argsort(mapping.TRANSPOSES[kind]))

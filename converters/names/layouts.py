@@ -1,7 +1,7 @@
 """The key layouts ConvNeXt checkpoints come in, and how each maps onto the official one.
 
 Reading renames a foreign layout into the official one (the names convnext_torch uses, which
-converters.mapping maps onto Keras); writing renames the other way. Each layout is one
+converters.names.mapping maps onto Keras); writing renames the other way. Each layout is one
 `KeyLayout` record at the bottom of this file: its table of (official, foreign) key templates
 ({i}, {j}, {k} stand for indices and {p} for weight or bias; the first template that matches a
 whole key wins), the keys that identify it, and its tensor fix-ups on reading and on writing.
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from converters import hf
 from converters.errors import ConversionError
+from converters.names import hf
 from convnext_spec.spec import ModelSpec, name_of
 
 # official                            timm
@@ -350,10 +350,14 @@ FCMAE_LAYOUT = KeyLayout(
 # The layouts as users name them (`--from`), and below in the order detect() tries them.
 LAYOUT_NAMES = ("official", "timm", "hf", "open_clip", "fcmae", "dinov3")
 # Every layout, in the order detect() tries their signatures.
-LAYOUTS: dict[str, KeyLayout] = {
+KEY_LAYOUTS: dict[str, KeyLayout] = {
     layout.name: layout
     for layout in (HF_LAYOUT, OPEN_CLIP_LAYOUT, FCMAE_LAYOUT, TIMM_LAYOUT, DINOV3, OFFICIAL)
 }
+LAYOUT_CHOICES = ("auto", *LAYOUT_NAMES)  # what `--from` / `layout` takes: auto detects
+WRITTEN_LAYOUTS = ("official", "timm", "hf")  # the PyTorch layouts convert writes
+TARGETS = ("keras", "keras-applications", *WRITTEN_LAYOUTS)  # what convert writes
+
 
 _PLACEHOLDER = {
     "i": r"(?P<i>\d+)",
@@ -385,7 +389,7 @@ def rename(key: str, rules: Iterable[tuple[str, str]], reverse: bool = False) ->
 def detect(keys: Iterable[str]) -> str | None:
     """The layout whose signature key is present, or None."""
     keys = set(keys)
-    for layout in LAYOUTS.values():
+    for layout in KEY_LAYOUTS.values():
         if any(signature in keys for signature in layout.signatures):
             return layout.name
     if any(k.startswith(("downsample_layers.", "stages.", "blocks.")) for k in keys):
@@ -397,11 +401,11 @@ def to_official(
     tensors: dict[str, np.ndarray], layout: str
 ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     """Rename a state_dict of `layout` into the official one (see KeyLayout.to_official)."""
-    return LAYOUTS[layout].to_official(tensors)
+    return KEY_LAYOUTS[layout].to_official(tensors)
 
 
 def from_official(
     tensors: dict[str, np.ndarray], layout: str, spec: ModelSpec | None = None
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Rename an official state_dict into `layout` (see KeyLayout.from_official)."""
-    return LAYOUTS[layout].from_official(tensors, spec)
+    return KEY_LAYOUTS[layout].from_official(tensors, spec)

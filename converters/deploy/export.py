@@ -4,7 +4,7 @@ Both carry two signatures:
 - `serving_default`: `images` (N, H, W, C), normalised like the PyTorch model's input, ->
   `logits` (`features` for a model without a head), what a server or a phone calls;
 - `stages`: the same input -> every intermediate output, named after the PyTorch module that
-  produces it (converters.parity.trace: `downsample_layers.0`, `stages.2.5`, ...), so that a
+  produces it (converters.deploy.trace.trace: `downsample_layers.0`, `stages.2.5`, ...), so that a
   deployed copy can still be checked block by block (`convnext verify` uses it).
 
 The batch and image size stay open (None) in both formats, so one file serves every size.
@@ -12,16 +12,16 @@ The batch and image size stay open (None) in both formats, so one file serves ev
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 
-from converters.artifacts import SERVING_SIGNATURE, TRACE_SIGNATURE
+from converters.deploy.artifacts import SERVING_SIGNATURE, TRACE_SIGNATURE
+from converters.deploy.trace import has_head, is_backbone, keras_trace
 from converters.errors import ConversionError
-from converters.files import atomic_output
-from converters.parity import has_head, is_backbone, keras_trace
+from converters.files.destinations import is_tflite_path
+from converters.files.outputs import atomic_output
 
 QUANTIZATIONS = ("float16", "dynamic")  # .tflite only
 
@@ -134,45 +134,3 @@ def named_function(name: str, frozen, keys: list[str], spec: list):
 
     call.__name__ = name
     return tf.function(call, input_signature=spec)
-
-
-SAVEDMODEL_FILES = frozenset(
-    "saved_model.pb saved_model.pbtxt variables assets assets.extra fingerprint.pb "
-    "keras_metadata.pb".split()
-)  # what a SavedModel directory holds: `force` replaces a directory of these only
-SAVEDMODEL_SUFFIXES = ("", ".savedmodel", ".saved_model")
-
-
-def is_tflite_path(dst: Path) -> bool:
-    return dst.suffix.lower() == ".tflite"
-
-
-def export_destination_problem(dst: Path) -> str | None:
-    """Why `dst` cannot be an export destination, if it cannot."""
-    suffix = dst.suffix.lower()
-    if suffix in (".keras", ".h5", ".pth", ".pt", ".bin", ".safetensors"):
-        return (
-            f"{dst}: export writes a SavedModel directory (a path without a suffix) or a "
-            ".tflite file; `convnext convert` writes Keras and PyTorch files"
-        )
-    if suffix != ".tflite" and suffix not in SAVEDMODEL_SUFFIXES and suffix[1:].isalpha():
-        return (
-            f"{dst}: export writes a .tflite file or a SavedModel directory (a path without "
-            f"a suffix), not {dst.suffix} files"
-        )
-    if os.path.lexists(dst) and suffix != ".tflite" and not dst.is_dir():
-        return f"{dst}: exists and is not a directory"
-    if dst.is_dir() and not (dst / "saved_model.pb").is_file():
-        # `force` replaces a SavedModel, never a directory of something else
-        return f"{dst}: a directory that is not a SavedModel; it is not replaced"
-    if suffix == ".tflite" and dst.is_dir():
-        return f"{dst}: is a directory"
-    if dst.is_dir():
-        others = sorted(p.name for p in dst.iterdir() if p.name not in SAVEDMODEL_FILES)
-        if others:
-            listed = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
-            return (
-                f"{dst}: holds files a SavedModel does not ({listed}); replacing it would "
-                "delete them: export elsewhere, or remove them first"
-            )
-    return None

@@ -3,7 +3,7 @@
 `convnext convert SRC DST --to hf` writes DST as a `save_pretrained` directory, config.json
 and model.safetensors, that `ConvNextForImageClassification.from_pretrained(DST)` (or
 ConvNextV2..., or ConvNextModel / ConvNextV2Model without a head) loads with no missing or
-unexpected keys. The key names are the hf record of converters.formats.
+unexpected keys. The key names are the hf record of converters.names.layouts.
 
 transformers hard-codes eps 1e-6 in every LayerNorm but the last one, whose eps is the
 config's `layer_norm_eps` (1e-12 by default): it is written as these models' 1e-6, so the

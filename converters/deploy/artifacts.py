@@ -9,13 +9,13 @@ serving signature, a .tflite file through the LiteRT interpreter.
 
 Artifacts written by this project (convnext_tf files, and `convnext export` output, which
 carries a second signature, `stages`) also give their intermediate outputs under the PyTorch
-module names (converters.parity.trace), so that a difference can be traced to the block or
+module names (converters.deploy.trace.trace), so that a difference can be traced to the block or
 stem where it starts. Anything else is a black box: only its output can be compared.
 
 Opening a SavedModel or .tflite file runs none of the Python in it (a SavedModel holds a
 TensorFlow graph, a .tflite file LiteRT operators); calling it runs that graph, which is
 what verifying it means, so a SavedModel's every function that loading or calling can reach
-is first checked against an allow-list of inference operations (converters.savedmodel_ops).
+is first checked against an allow-list of inference operations (converters.files.savedmodel).
 Keras files are read in Keras' safe mode (no lambdas).
 """
 
@@ -31,19 +31,14 @@ import h5py
 import keras
 import numpy as np
 
-from converters import keras_applications
-from converters.archives import CONFIG_LIMIT, keras_member
+from converters.deploy.trace import is_backbone, keras_trace
 from converters.errors import ConversionError, first_sentence
-from converters.files import (
-    KERAS_SUFFIXES,
-    check_regular_file,
-    check_self_contained,
-    load_keras_model,
-    suffix_of,
-)
-from converters.parity import is_backbone, keras_trace
-from converters.savedmodel_ops import check_savedmodel
-from convnext_spec.spec import ModelSpec
+from converters.files.destinations import KERAS_SUFFIXES, suffix_of
+from converters.files.guards import CONFIG_LIMIT, check_regular_file, keras_member
+from converters.files.keras_files import check_self_contained, load_keras_model
+from converters.files.savedmodel import check_savedmodel
+from converters.weights import keras_applications
+from convnext_spec.spec import KIND_OF_CLASS, ModelSpec
 
 SERVING_SIGNATURE = "serving_default"  # what TF Serving and LiteRT call by default
 TRACE_SIGNATURE = "stages"  # convnext export's second signature: every intermediate output
@@ -77,7 +72,7 @@ class Artifact:
         raise NotImplementedError
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """The named intermediate outputs (converters.parity.trace), channels last."""
+        """The named intermediate outputs (converters.deploy.trace.trace), channels last."""
         raise ConversionError(f"{self.path}: {self.kind} artifacts give their outputs only")
 
 
@@ -130,7 +125,7 @@ def open_keras(path: Path, spec: ModelSpec | None) -> KerasArtifact:
             model = load_keras_model(path, spec)
             return ours(path, model, "this project's Keras weights (.weights.h5)")
         return keras_applications_weights(path, spec)
-    if config_class(path) in ("ConvNeXt", "ConvNeXtBackbone", "ConvNeXtIsotropic"):
+    if config_class(path) in KIND_OF_CLASS:
         return ours(path, load_keras_model(path), "this project's Keras model (.keras)")
     return foreign_keras(path)
 
