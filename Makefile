@@ -43,10 +43,10 @@ test-min: .venv-min/.installed
 		-c constraints-min.txt -e '.[cpu,test]'
 	touch $@
 
-# Fuzzing of the readers with new random inputs on every run (tests/test_fuzz.py): 2000 mutated
+# Fuzzing of the readers with new random inputs on every run (tests/files/test_fuzz.py): 2000 mutated
 # files of each kind, about 40 minutes on 2 cores. `make test` runs a fixed slice of it.
 fuzz: $(STAMP)
-	CONVNEXT_FUZZ_EXAMPLES=2000 $(PY) -m pytest tests/test_fuzz.py
+	CONVNEXT_FUZZ_EXAMPLES=2000 $(PY) -m pytest tests/files/test_fuzz.py
 
 # Optional: the suite again with the real peers (transformers and Keras on JAX in .venv-peers;
 # timm and open_clip in their own environment, which needs torch 2.14.1 + torchvision, a

@@ -12,7 +12,7 @@ import_tensorflow_quietly()  # before the tests import Keras
 import pytest
 import torch
 
-from tests.helpers import random_torch_model
+from tests.support.helpers import random_torch_model
 
 
 @pytest.fixture(scope="module")

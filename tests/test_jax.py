@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     FLOAT32_GAP_FACTOR,
     RTOL_FLOAT64,
     random_torch_model,
@@ -39,7 +39,7 @@ def test_models_converter_and_keras_files_on_jax(capsys, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tests" / "jax_check.py"),
+            str(ROOT / "tests" / "support" / "jax_check.py"),
             tmp_path / "m.keras",
             tmp_path / "io.npz",
         ],

@@ -14,7 +14,7 @@ import torch
 import convnext_torch
 from convnext_spec.spec import ModelSpec
 from convnext_torch import kernels
-from tests.helpers import ODD_SIZE, images, random_torch_model, torch_outputs
+from tests.support.helpers import ODD_SIZE, images, random_torch_model, torch_outputs
 
 pytestmark = pytest.mark.skipif(
     kernels._LINEAR_POINTWISE is None or not torch.backends.mkldnn.is_available(),

@@ -1,13 +1,13 @@
-"""Both model packages, by tests written once over a small framework adapter (tests/helpers.py):
-shapes at odd sizes, layer scale and head init, drop path, GRN, the isotropic form, and a
-gradient for every parameter. Framework-only checks live in test_torch_model.py and
-test_tf_model.py."""
+"""Both model packages, by tests written once over a small framework adapter
+(tests/support/helpers.py): shapes at odd sizes, layer scale and head init, drop path, GRN, the
+isotropic form, and a gradient for every parameter. Framework-only checks live in
+test_torch_model.py and test_tf_model.py."""
 
 import numpy as np
 import pytest
 
 from convnext_spec.spec import ModelSpec
-from tests.helpers import (
+from tests.support.helpers import (
     FRAMEWORKS,
     KERAS,
     ODD_SIZE,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from convnext_spec.spec import ModelSpec
-from tests.helpers import (
+from tests.support.helpers import (
     ALL_VARIANTS,
     ODD_SIZE,
     TINY_SPECS,

@@ -1,12 +1,12 @@
-"""Both models against an independent numpy forward pass (tests/reference.py): anchors the
+"""Both models against an independent numpy forward pass (tests/support/reference.py): anchors the
 architecture itself, which cross-framework parity cannot (a mistake in both would cancel)."""
 
 import pytest
 import torch
 
 from convnext_spec.spec import resolve
-from tests import reference
-from tests.helpers import (
+from tests.support import reference
+from tests.support.helpers import (
     ODD_SIZE,
     TINY_SPECS,
     assert_float64_parity,

@@ -9,7 +9,7 @@ import convnext_tf
 import convnext_torch
 from converters import keras_variables, torch_to_keras
 from convnext_spec.spec import ModelSpec
-from tests.helpers import (
+from tests.support.helpers import (
     ODD_SIZE,
     assert_float32_parity,
     assert_float64_parity,

@@ -25,7 +25,7 @@ from convnext_spec.spec import (
     variant_names,
     variants_like,
 )
-from tests.helpers import ALL_VARIANTS, PARAMETERS, TINY_SPECS
+from tests.support.helpers import ALL_VARIANTS, PARAMETERS, TINY_SPECS
 
 
 def test_importing_the_spec_and_the_pure_converter_modules_loads_no_framework():

@@ -10,7 +10,7 @@ import pytest
 
 import convnext_tf
 from convnext_tf import create_model
-from tests.helpers import (
+from tests.support.helpers import (
     ODD_SIZE,
     TINY_SPECS,
     converted_keras_model,

@@ -6,7 +6,7 @@ import torch
 
 import convnext_torch
 from convnext_torch import create_model
-from tests.helpers import ALL_VARIANTS, PARAMETERS
+from tests.support.helpers import ALL_VARIANTS, PARAMETERS
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)

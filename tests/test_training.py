@@ -22,7 +22,7 @@ import convnext_torch.train as torch_train
 from converters.weights.convert import keras_to_torch, keras_variables
 from convnext_spec.recipe import OptimizerSettings, decays
 from convnext_spec.spec import ModelSpec
-from tests.helpers import converted_keras_model, random_torch_model
+from tests.support.helpers import converted_keras_model, random_torch_model
 
 SPEC = ModelSpec(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5)
 V2_SPEC = ModelSpec(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5, use_grn=True)

@@ -20,7 +20,7 @@ from converters import (
 )
 from converters.names import mapping
 from convnext_spec.spec import as_backbone, spec_from_name
-from tests.helpers import Exploit, random_torch_model
+from tests.support.helpers import Exploit, random_torch_model
 from tests.support.parity import randomize_
 
 VARIANT = "convnext_atto"

@@ -260,9 +260,9 @@ def test_report_imports_no_framework():
         "import sys, converters.deploy.report as r\n"
         "bad = {'torch', 'tensorflow', 'keras', 'matplotlib'} & set(sys.modules)\n"
         "assert not bad, bad\n"
-        "from tests.test_report import localised_fail\n"
+        "from tests.deploy.test_report import localised_fail\n"
         "r.render_html(localised_fail())\n"
         "bad = {'torch', 'tensorflow', 'keras', 'matplotlib.pyplot'} & set(sys.modules)\n"
         "assert not bad, bad\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -10,7 +10,7 @@ import convnext_tf
 from converters import ConversionError, convert_file
 from converters.jobs import inspect_file, verify_file
 from convnext_spec.spec import parameter_count, spec_from_name
-from tests.helpers import (
+from tests.support.helpers import (
     assert_one_line_error,
     assert_same_logits,
     run,

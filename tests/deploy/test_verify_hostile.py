@@ -22,8 +22,8 @@ from converters.deploy.artifacts import Artifact
 from converters.deploy.inputs import feeding, random_images
 from converters.deploy.verify import verify_models
 from converters.errors import ConversionError
-from tests.helpers import assert_one_line_error, random_torch_model, run
-from tests.test_verify import SIZE, SPEC, keras_copy, write
+from tests.deploy.test_verify import SIZE, SPEC, keras_copy, write
+from tests.support.helpers import assert_one_line_error, random_torch_model, run
 
 pytest.importorskip("ai_edge_litert", reason=".tflite files need ai-edge-litert (deploy extra)")
 
@@ -174,7 +174,7 @@ def nan_tflite(atto, torch_model) -> Path:
     what a careless conversion produces."""
     from converters.deploy.export import export_model
     from converters.weights.convert import keras_variables
-    from tests.helpers import converted_keras_model
+    from tests.support.helpers import converted_keras_model
 
     model = converted_keras_model(torch_model, "convnext_atto", "float32", num_classes=10)
     variable = keras_variables(model)["head.weight"]

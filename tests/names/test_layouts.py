@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from converters import ConversionError, load_state_dict
 from converters.names import layouts
-from tests.helpers import random_torch_model, write_layout
+from tests.support.helpers import random_torch_model, write_layout
 
 VARIANT = "convnext_atto"  # depths (2, 2, 6, 2), dims (40, 80, 160, 320)
 

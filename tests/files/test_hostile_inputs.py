@@ -17,7 +17,7 @@ import torch
 
 from converters import ConversionError, convert_file, load_state_dict
 from convnext_spec.spec import ModelSpec
-from tests.helpers import assert_one_line_error, run, write_layout
+from tests.support.helpers import assert_one_line_error, run, write_layout
 
 # --- a small file must not take the machine ------------------------------------------------
 
@@ -357,7 +357,7 @@ def test_closed_standard_streams_are_reopened_before_any_file_is():
         ["bash", "-c", f'exec 2>&-; exec "{sys.executable}" -c "$0"', script],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
     assert done.stdout.split() == ["True", "True"], done.stdout
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from converters import load_state_dict
-from tests.helpers import (
+from tests.support.helpers import (
     assert_one_line_error,
     assert_same_logits,
     random_torch_model,

@@ -18,12 +18,12 @@ import torch
 import convnext_torch
 from converters.names.layouts import from_official
 from convnext_spec.spec import VARIANT_OPTIONS, VARIANTS, parameter_count, spec_from_name
-from tests.helpers import keras_outputs, random_torch_model, run
+from tests.support.helpers import keras_outputs, random_torch_model, run
 
 pytestmark = pytest.mark.peer
 
 TIMM_PYTHON = os.environ.get("CONVNEXT_TIMM_PYTHON")
-PEER_SCRIPT = Path(__file__).with_name("peer_timm.py")
+PEER_SCRIPT = Path(__file__).parents[1] / "support" / "peer_timm.py"
 
 
 def randomise(model: torch.nn.Module) -> None:

@@ -9,8 +9,8 @@ import convnext_tf
 import convnext_torch
 from converters import load_state_dict, torch_to_keras
 from convnext_spec.spec import ModelSpec, as_backbone, spec_from_name
-from tests import reference
-from tests.helpers import (
+from tests.support import reference
+from tests.support.helpers import (
     ODD_SIZE,
     TINY_SPECS,
     assert_float32_parity,

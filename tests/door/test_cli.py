@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import convnext_tf
-from tests.helpers import (
+from tests.support.helpers import (
     Exploit,
     assert_one_line_error,
     assert_same_logits,

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 import convnext_tf
 from converters import load_state_dict
 from converters.weights import keras_applications
-from tests.helpers import (
+from tests.support.helpers import (
     assert_one_line_error,
     assert_same_logits,
     random_torch_model,

@@ -22,7 +22,7 @@ import torch
 
 import convnext_torch
 from converters import ConversionError, convert_file
-from tests.helpers import assert_one_line_error, run
+from tests.support.helpers import assert_one_line_error, run
 
 CONVNEXT = Path(sys.executable).parent / "convnext"
 SUFFIXES = (".keras", ".weights.h5", ".pth", ".safetensors")

@@ -18,7 +18,7 @@ import torch
 import convnext_tf
 import convnext_torch
 from converters.weights.convert import keras_to_torch, torch_to_keras
-from tests.helpers import ODD_SIZE, TINY_SPECS, images
+from tests.support.helpers import ODD_SIZE, TINY_SPECS, images
 from tests.support.parity import Difference, differences, keras_outputs, randomize_, torch_outputs
 
 

@@ -1,0 +1,40 @@
+"""Fixtures of the deploy tests: the tiny model and its correct conversion written as every
+artifact kind, built once for the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.helpers import (
+    random_torch_model,
+)
+from tests.support.verifying import EXPORTS, SPEC, keras_copy, write
+
+
+@pytest.fixture(scope="package")
+def tiny_model() -> torch.nn.Module:
+    """SPEC in PyTorch, every weight randomised (layer scale too): each weight matters."""
+    return random_torch_model(SPEC, seed=1)
+
+
+@pytest.fixture(scope="package")
+def deployed(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """The correct float32 conversion of `tiny_model`, written once as each artifact kind:
+    .keras and .weights.h5 by Keras, then SavedModel and .tflite files (float32, float16,
+    dynamic) by the command line, `convnext export model.keras DST [--quantize Q]`: these
+    are also the tests of export from a Keras file and of --quantize."""
+    from converters.cli import main
+
+    directory = tmp_path_factory.mktemp("deployed")
+    model = keras_copy(tiny_model)
+    paths = {
+        "keras": write(model, directory / "model.keras"),
+        "weights.h5": write(model, directory / "model.weights.h5"),
+    }
+    for kind, (name, options) in EXPORTS.items():
+        paths[kind] = directory / name
+        assert main(["export", str(paths["keras"]), str(paths[kind]), *options]) == 0
+    return paths
