@@ -1,6 +1,7 @@
 """docs/framework-differences.md runs: every ```python block of the guide is executed, in order,
 in a fresh namespace, one test per section, so a number in the guide that stops being true fails
-the suite. The runner is shown to fail on a false snippet and on a section without one."""
+the suite; every block must print (the numbers it demonstrates). The runner is shown to fail on a
+false snippet, on a silent one and on a section without one."""
 
 from __future__ import annotations
 
@@ -69,6 +70,19 @@ def test_every_section_has_a_snippet():
     check_sections(guide_sections())
 
 
+def test_snippets_import_only_the_model_packages():
+    """The guide teaches the frameworks through convnext_torch, convnext_tf and convnext_spec;
+    the converter's modules are not its subject and move more often."""
+    imports = [
+        (title, line.strip())
+        for title, blocks in guide_sections()
+        for block in blocks
+        for line in block.splitlines()
+        if re.match(r"\s*(from|import) (converters|tests)\b", line)
+    ]
+    assert not imports, imports
+
+
 def github_anchor(heading: str) -> str:
     """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
@@ -84,17 +98,27 @@ def test_contents_list_every_section():
     assert [anchor for _, _, anchor in entries] == [github_anchor(h) for h in headings]
 
 
-@pytest.mark.parametrize(
-    ("title", "blocks"), [pytest.param(*section, id=section[0]) for section in guide_sections()]
-)
-def test_snippet(title, blocks):
+def run_section(title: str, blocks: list[str], capsys: pytest.CaptureFixture) -> None:
+    """Run a section's snippets in order; each must print and finish in time."""
     assert blocks, f"{title}: no python snippet"
-    for block in blocks:
+    shown = ""  # the section's output so far, kept in the capture for a failure's report
+    for number, block in enumerate(blocks, start=1):
         start = time.perf_counter()
         run_snippet(block, title)
         elapsed = time.perf_counter() - start
+        output = capsys.readouterr().out
+        printed, shown = output[len(shown) :], output
+        print(output, end="")
+        assert printed.strip(), f"{title}: snippet {number} prints nothing"
         # the guide promises short snippets; generous for a loaded 2-core machine
         assert elapsed < 20, f"{title}: a snippet took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("title", "blocks"), [pytest.param(*section, id=section[0]) for section in guide_sections()]
+)
+def test_snippet(title, blocks, capsys):
+    run_section(title, blocks, capsys)
 
 
 FALSE_GUIDE = """\
@@ -131,6 +155,16 @@ def test_runner_fails_on_a_false_snippet():
         frame = frame.tb_next
     assert frame.tb_frame.f_code.co_filename == "<guide: 2. A false section>"  # names it
     assert frame.tb_lineno == 2
+
+
+def test_runner_fails_on_a_silent_snippet(capsys):
+    title, blocks = sections(FALSE_GUIDE)[0]  # true, but prints nothing
+    with pytest.raises(AssertionError, match="1. A true section: snippet 1 prints nothing"):
+        run_section(title, blocks, capsys)
+    printing = 'print(f"{1e-5:g} != {1e-6:g}")\n'
+    run_section(title, [printing, printing], capsys)
+    with pytest.raises(AssertionError, match="snippet 2 prints nothing"):
+        run_section(title, [printing, blocks[0]], capsys)  # the first one printing is not enough
 
 
 def test_runner_fails_on_a_section_without_a_snippet():
