@@ -13,9 +13,11 @@ install: $(STAMP)
 # [cpu] brings tensorflow-cpu, [deploy] what `convnext verify` / `export` use (Pillow, matplotlib,
 # LiteRT), [demo] scikit-learn (its digits are the demo's data).
 $(STAMP): pyproject.toml constraints.txt
+	@echo "setting up $(VENV)/: installing the pinned packages (2.8 GB; about 3 minutes, quiet until done)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[cpu,test,deploy,demo]'
 	touch $(STAMP)
+	@echo "set up: the command is $(VENV)/bin/convnext (or: source $(VENV)/bin/activate)"
 
 demo: $(STAMP)
 	$(PY) -m examples.demo
