@@ -1,4 +1,4 @@
-"""ConvNeXt in Keras 3, mirrored line for line by `convnext_torch`."""
+"""ConvNeXt in Keras 3, mirrored by `convnext_torch`: same classes, names and order."""
 
 import importlib.util
 import os

@@ -12,7 +12,7 @@ Differences from the twin file (convnext_torch/model.py):
   channels-last throughout, so the two permutes of the PyTorch block have nothing to do.
 - LayerNorm: C is always the last axis here, so PyTorch's "channels_first" and
   "channels_last" forms are the same layer.
-- GELU: written out with erf (the GELU class below); Keras' built-ins are either tanh-based
+- GELU: written out with erf (GELU in layers.py); Keras' built-ins are either tanh-based
   (keras.ops.gelu) or only float32-accurate in float64 (TF's exact gelu).
 - Padding: stem and downsample convs use padding="valid", which floors odd sizes like PyTorch.
   padding="same" would pad the bottom/right and change every size that is not a multiple of 32.
@@ -26,62 +26,39 @@ Differences from the twin file (convnext_torch/model.py):
   `dtype=self.dtype_policy` (keras-hub's convention): ConvNeXt(dtype="float64") is float64 all
   the way down, and a mixed policy (float32 weights, bfloat16 compute) too. PyTorch converts
   a built model instead, with .double().
+- The block's MLP: both files call `mlp(x, self.pwconv1, self.act, self.grn, self.pwconv2)`;
+  this one (layers.py) calls the layers one by one, PyTorch's fuses them in CPU inference.
+- Keras-only bookkeeping, which `make diff` leaves out: build() and get_config() in the
+  classes, conv() below, and the helpers of convnext_tf/layers.py (imported here).
 """
 
 from __future__ import annotations
-
-import math
 
 import keras
 from keras import layers, ops
 
 from convnext_spec.spec import ModelSpec, as_backbone, resolve, stem_width
 
-SQRT_HALF = 1 / math.sqrt(2)  # a Python float: stays float64 in float64 models
+# Keras-only helpers (convnext_tf/layers.py: `make diff` leaves them out), importable from here
+from convnext_tf.layers import (
+    GELU,
+    check_float64_backend,
+    config,
+    mean,
+    mlp,
+    sequential,
+    trunc_normal,
+)
+from convnext_tf.layers import SQRT_HALF as SQRT_HALF
 
 
-def trunc_normal(std: float = 0.02) -> keras.initializers.Initializer:
-    # One initializer per layer: an unseeded Keras initializer repeats its values when reused.
-    return keras.initializers.TruncatedNormal(stddev=std)
-
-
-def sequential(sublayers: list, name: str, dtype) -> keras.Sequential:
-    """keras.Sequential in the given dtype policy. Keras-only: keras.Sequential takes no dtype
-    argument, and until built it would cast its input to the global policy (float64 inputs
-    rounded to float32 on the first call)."""
-    model = keras.Sequential(sublayers, name=name)
-    model.dtype_policy = dtype
-    return model
-
-
-def mean(x, axis, keepdims: bool = False):
-    """The mean over `axis`, in x's dtype. Keras-only: keras.ops.mean on the JAX backend
-    averages in float32 whatever the input (keras 3.15 asks jnp.mean for dtype
-    result_type(x.dtype, "float32"), which is float32), 1e-8 off in float64."""
-    axes = (axis,) if isinstance(axis, int) else axis
-    if all(x.shape[a] is not None for a in axes):  # eager, and C always: a Python int
-        return ops.sum(x, axis=axis, keepdims=keepdims) / math.prod(x.shape[a] for a in axes)
-    count = 1
-    for a in axes:
-        size = ops.shape(x)[a]  # a tensor where H and W are known only when called
-        if size is None:  # a symbolic KerasTensor, whose shape alone is computed
-            return ops.mean(x, axis=axis, keepdims=keepdims)
-        count = count * size
-    return ops.sum(x, axis=axis, keepdims=keepdims) / ops.cast(count, x.dtype)
-
-
+# Keras-only: PyTorch spells nn.Conv2d out, and ConvNeXt._init_weights initialises it there.
 def conv(filters: int, kernel_size: int, strides: int, **kwargs) -> layers.Conv2D:
     """A Conv2D with PyTorch's defaults: padding="valid", which floors odd sizes like PyTorch
-    ("same" would pad and diverge), and the official initialisation. Keras-only: PyTorch spells
-    nn.Conv2d out in place; kwargs are the layer's name and dtype."""
-    return layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="valid",
-        kernel_initializer=trunc_normal(),
-        **kwargs,
-    )
+    ("same" would pad and diverge), and the official initialisation (trunc_normal, looked up
+    in this module like every layer's here). kwargs are the layer's name and dtype."""
+    init = trunc_normal()
+    return layers.Conv2D(filters, kernel_size, strides, "valid", kernel_initializer=init, **kwargs)
 
 
 def drop_path(x, drop_prob: float = 0.0, training: bool = False, seed=None):
@@ -111,7 +88,7 @@ class DropPath(layers.Layer):
         return drop_path(x, self.drop_prob, training, self.seed_generator)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "drop_prob": self.drop_prob}
+        return config(self, super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
@@ -145,7 +122,7 @@ class LayerNorm(layers.Layer):
         return self.weight * x + self.bias
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "normalized_shape": self.normalized_shape, "eps": self.eps}
+        return config(self, super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
@@ -174,7 +151,7 @@ class RMSNorm(layers.Layer):
         return self.weight * x
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "normalized_shape": self.normalized_shape, "eps": self.eps}
+        return config(self, super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
@@ -201,18 +178,6 @@ def norm_layer(norm: str, dim: int, eps: float = 1e-6, **kwargs) -> layers.Layer
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
-class GELU(layers.Layer):
-    """Exact GELU, 0.5 x (1 + erf(x / sqrt(2))), the same function as PyTorch's nn.GELU().
-
-    Keras-only: keras.ops.gelu defaults to the tanh approximation (5e-4 off), and TF's exact
-    gelu rounds 1/sqrt(2) to float32, which caps float64 agreement at ~5e-9.
-    """
-
-    def call(self, x):
-        return 0.5 * x * (1.0 + ops.erf(x * SQRT_HALF))
-
-
-@keras.saving.register_keras_serializable(package="convnext_tf")
 class GRN(layers.Layer):
     """Global Response Normalization (ConvNeXt V2), on channels-last input: each channel is
     scaled by its L2 norm over (H, W) relative to the mean of those norms over channels.
@@ -236,7 +201,7 @@ class GRN(layers.Layer):
         return self.gamma * (x * nx) + self.beta + x
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "dim": self.dim}
+        return config(self, super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
@@ -309,25 +274,15 @@ class Block(layers.Layer):
         x = self.dwconv(x)
         # already (N, H, W, C): nothing to permute
         x = self.norm(x)
-        x = self.pwconv1(x)
-        x = self.act(x)
-        x = self.grn(x)
-        x = self.pwconv2(x)
+        # pwconv1 -> act -> grn -> pwconv2, the layers one by one (layers.py)
+        x = mlp(x, self.pwconv1, self.act, self.grn, self.pwconv2)
         if self.gamma is not None:
             x = self.gamma * x
         # stays (N, H, W, C)
         return shortcut + self.drop_path(x, training=training)
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "dim": self.dim,
-            "drop_path": self.drop_path_rate,
-            "layer_scale_init_value": self.layer_scale_init_value,
-            "use_grn": self.use_grn,
-            "norm": self.norm_kind,
-            "norm_eps": self.norm_eps,
-        }
+        return config(self, super().get_config(), drop_path="drop_path_rate", norm="norm_kind")
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
@@ -527,23 +482,9 @@ class ConvNeXt(keras.Model):
         return self.head(x)
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "in_chans": self.in_chans,
-            "num_classes": self.num_classes,
-            "depths": self.depths,
-            "dims": self.dims,
-            "drop_path_rate": self.drop_path_rate,
-            "layer_scale_init_value": self.layer_scale_init_value,
-            "head_init_scale": self.head_init_scale,
-            "use_grn": self.use_grn,
-            "norm": self.norm_kind,
-            "norm_eps": self.norm_eps,
-            "stem": self.stem_kind,
-            "head": self.head_kind,
-            "head_hidden_size": self.head_hidden_size,
-            "head_bias": self.head_bias,
-        }
+        return config(
+            self, super().get_config(), norm="norm_kind", stem="stem_kind", head="head_kind"
+        )
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
@@ -633,19 +574,7 @@ class ConvNeXtBackbone(keras.Model):
         return self.forward_stages(x, training=training)
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "in_chans": self.in_chans,
-            "depths": self.depths,
-            "dims": self.dims,
-            "drop_path_rate": self.drop_path_rate,
-            "layer_scale_init_value": self.layer_scale_init_value,
-            "use_grn": self.use_grn,
-            "out_indices": self.out_indices,
-            "norm": self.norm_kind,
-            "norm_eps": self.norm_eps,
-            "stem": self.stem_kind,
-        }
+        return config(self, super().get_config(), norm="norm_kind", stem="stem_kind")
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
@@ -686,15 +615,7 @@ class ConvNeXtIsotropic(keras.Model):
         self.drop_path_rate = drop_path_rate
         self.layer_scale_init_value = layer_scale_init_value
         self.head_init_scale = head_init_scale
-        self.stem = layers.Conv2D(  # "valid": floors like PyTorch
-            dim,
-            16,
-            strides=16,
-            padding="valid",
-            kernel_initializer=trunc_normal(),
-            name="stem",
-            dtype=self.dtype_policy,
-        )
+        self.stem = conv(dim, 16, 16, name="stem", dtype=self.dtype_policy)  # floors
         dp_rates = [drop_path_rate * k / max(depth - 1, 1) for k in range(depth)]
         self.blocks = sequential(
             [
@@ -738,16 +659,7 @@ class ConvNeXtIsotropic(keras.Model):
         return self.head(x)
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "in_chans": self.in_chans,
-            "num_classes": self.num_classes,
-            "depth": self.depth,
-            "dim": self.dim,
-            "drop_path_rate": self.drop_path_rate,
-            "layer_scale_init_value": self.layer_scale_init_value,
-            "head_init_scale": self.head_init_scale,
-        }
+        return config(self, super().get_config())
 
 
 def create_model(
@@ -768,20 +680,6 @@ def create_model(
     model = model_class(**spec.arguments(), name=spec.name, dtype=dtype)
     model(keras.Input(shape=(None, None, spec.in_chans)))  # builds; export() needs a call
     return model
-
-
-def check_float64_backend(dtype) -> None:
-    """Keras-only: JAX computes float64 only with jax_enable_x64 (JAX_ENABLE_X64=1), and
-    otherwise rounds silently to float32; say so instead."""
-    if keras.backend.backend() != "jax" or "float64" not in str(dtype):
-        return
-    import jax
-
-    if not jax.config.jax_enable_x64:
-        raise ValueError(
-            "float64 on Keras' JAX backend needs JAX_ENABLE_X64=1 (or "
-            "jax.config.update('jax_enable_x64', True)) first; JAX would compute float32"
-        )
 
 
 def create_backbone(

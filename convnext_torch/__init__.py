@@ -1,4 +1,4 @@
-"""ConvNeXt in PyTorch, mirrored line for line by `convnext_tf`."""
+"""ConvNeXt in PyTorch, mirrored by `convnext_tf`: same classes, names and order."""
 
 from convnext_spec.spec import (
     FAMILY_DEFAULTS,

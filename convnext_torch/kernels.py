@@ -21,9 +21,10 @@ against float64 to the plain path's.
 like them for the whole process, not one thread), and so does
 `torch.backends.mkldnn.flags(enabled=False)`.
 
-The Keras model has no counterpart: TensorFlow runs a tf.function as a graph, which its own
-optimiser rewrites (fusing operations, picking oneDNN kernels) before it runs; eager PyTorch
-runs each module as written. docs/framework-differences.md section 15 has the numbers.
+The Keras twin, `mlp` in convnext_tf/layers.py, calls the layers one by one: TensorFlow runs a
+tf.function as a graph, which its own optimiser rewrites (fusing operations, picking oneDNN
+kernels) before it runs; eager PyTorch runs each module as written. docs/speed-work.md has
+the numbers.
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ Differences from the twin file (convnext_tf/model.py):
 - Padding: stem and downsample convs have no padding here; PyTorch floors odd sizes. Keras uses
   padding="valid", which floors the same way ("same" would pad and diverge). The overlapping
   stems' padding=1 is a ZeroPadding2D layer in Keras, before a "valid" conv.
-- The block's MLP: `mlp(x, self.pwconv1, self.act, self.grn, self.pwconv2)` is
-  `self.pwconv2(self.grn(self.act(self.pwconv1(x))))`, computed in CPU inference as fused
-  oneDNN calls (convnext_torch/kernels.py). TensorFlow optimises a tf.function's graph by
-  itself, so the Keras block calls its layers one by one.
+- The block's MLP: both files call `mlp(x, self.pwconv1, self.act, self.grn, self.pwconv2)`,
+  which is `self.pwconv2(self.grn(self.act(self.pwconv1(x))))`. This one (kernels.py) computes
+  it in CPU inference as fused oneDNN calls; TensorFlow optimises a tf.function's graph by
+  itself, so the Keras one (convnext_tf/layers.py) calls the layers one by one.
 """
 
 from __future__ import annotations
