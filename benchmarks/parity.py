@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/parity.py [--out benchmarks/parity.md] [--variants NAME ...]
 
-Same procedure as tests/test_parity.py (randomised weights, batch 2, 61x127 for every variant,
-224x224 for the small ones); prints a markdown table of logit differences: float64 PyTorch vs
-Keras (relative to the largest logit), float32 PyTorch vs Keras, PyTorch's and Keras' own
-float32 error (float32 vs their float64 run), and the ratio the tests bound.
+Same procedure as tests/parity/test_parity.py (randomised weights, batch 2, 61x127 for every
+variant, 224x224 for the small ones); prints a markdown table of logit differences: float64
+PyTorch vs Keras (relative to the largest logit), float32 PyTorch vs Keras, PyTorch's and Keras'
+own float32 error (float32 vs their float64 run), and the ratio the tests bound.
 """
 
 from __future__ import annotations

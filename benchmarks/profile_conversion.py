@@ -40,7 +40,7 @@ def main() -> None:
 
     import convnext_tf
     from converters import jobs
-    from converters.files.outputs import write_keras
+    from converters.files.writers import write_keras
     from converters.weights.convert import keras_model_from_state
 
     step("import the rest")

@@ -27,7 +27,7 @@ class OptimizerSettings:
     """One optimizer, set the same way in both frameworks.
 
     The two frameworks' optimizers differ by definition in four places; these settings make
-    them take the same step (tests/test_training.py: float64, three steps, weights within
+    them take the same step (tests/models/test_training.py: float64, three steps, weights within
     4e-16 relative). What each difference changes when left alone, measured there on a small
     ConvNeXt (float64, three steps, largest relative weight difference):
     - SGD weight decay: PyTorch adds it to the gradient (L2, carried by the momentum), Keras

@@ -2,7 +2,7 @@
 
 convnext_torch/train.py is the same in PyTorch, function for function, in the same order; both
 take their settings from convnext_spec.recipe, so that from the same weights and the same batch
-the two take the same step (tests/test_training.py: 1e-10 relative in float64). Keras also
+the two take the same step (tests/models/test_training.py: 1e-10 relative in float64). Keras also
 trains with model.compile(optimizer, loss) and model.fit(); train_step is what fit runs, written
 out, as PyTorch has no fit.
 

@@ -14,7 +14,7 @@ more pass over the block's widest tensor (4C channels); at batch 16 in the first
 tensor does not fit in the cache, so it also goes to memory and back between the matmuls.
 Fused and blocked, convnext_tiny at 224x224 takes 0.7x-0.8x the time of the plain modules at
 batch 16 and 0.8x-0.9x at batch 1 (`make bench`: torch against torch-unfused, two runs).
-The result is the same function to float32 rounding: tests/test_kernels.py holds its error
+The result is the same function to float32 rounding: tests/models/test_kernels.py holds its error
 against float64 to the plain path's.
 
 `fused_kernels(False)` turns it off (a context manager, like `torch.backends.*.flags`, and

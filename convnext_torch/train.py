@@ -2,7 +2,7 @@
 
 convnext_tf/train.py is the same in Keras, function for function, in the same order; both take
 their settings from convnext_spec.recipe, so that from the same weights and the same batch the
-two take the same step (tests/test_training.py: 1e-10 relative in float64).
+two take the same step (tests/models/test_training.py: 1e-10 relative in float64).
 
     model = create_model("convnext_atto", num_classes=10)
     optimizer = create_optimizer(model, OptimizerSettings("adamw", learning_rate=1e-3))

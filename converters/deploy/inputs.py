@@ -1,4 +1,7 @@
-"""TODO"""
+"""The inputs of a verification and how each side takes them: random images or a folder of
+pictures (decoded and resized once, in numpy), and the Feeding that turns those pixels into the
+PyTorch model's normalised NCHW input and into what the artifact takes (NHWC or NCHW, raw or
+normalised pixels, its dtype)."""
 
 from __future__ import annotations
 

@@ -331,14 +331,8 @@ def render_html(v: Verification) -> str:
 def write_report(result: Verification, path: str | Path, force: bool = False) -> None:
     """`result` as one self-contained HTML page (converters.deploy.report), written atomically;
     an existing file is replaced only with `force`."""
-    write_text(render_report(result), Path(path), force)
+    write_text(render_html(result), Path(path), force)
 
 
 def write_json(result: Verification, path: str | Path, force: bool = False) -> None:
     write_text(result.to_json() + "\n", Path(path), force)
-
-
-def render_report(result: Verification) -> str:
-    from converters.deploy.report import render_html
-
-    return render_html(result)

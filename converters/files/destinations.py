@@ -1,4 +1,7 @@
-"""TODO"""
+"""Where an output may go, decided before any work: the suffixes each target writes, nothing
+replaced without `force` (and then only what the command itself writes), never an input by any
+name (the checkpoint, anything in a SavedModel or pictures folder, through symlinks), a
+directory that takes new files. Standard library only."""
 
 from __future__ import annotations
 

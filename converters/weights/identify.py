@@ -1,4 +1,7 @@
-"""TODO"""
+"""Which model a checkpoint is: the ModelSpec read off the tensor shapes (`infer_spec`), or
+resolved against a named variant and the user's options (`resolve_spec`), with what only a
+named variant can tell (SimpleNorm vs RMSNorm, eps); and a checkpoint read as such a model,
+saying what was found (`read_state`, `model_spec`)."""
 
 from __future__ import annotations
 

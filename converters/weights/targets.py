@@ -1,4 +1,6 @@
-"""TODO"""
+"""Each target convert writes, from tensors already in the official layout: a Keras file, a
+keras.applications weights file, or a PyTorch file in the official, timm or Hugging Face layout.
+Each returns a ConversionResult with the line of Python that loads what was written."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 from converters.errors import Log, quiet
 from converters.files.checkpoint import StateDict
 from converters.files.keras_files import keras_spec, load_keras_model
-from converters.files.outputs import write_hf_directory, write_keras, write_torch
+from converters.files.writers import write_hf_directory, write_keras, write_torch
 from converters.names import hf, layouts
 from converters.weights import keras_applications
 from converters.weights.convert import keras_model_from_state, keras_to_torch

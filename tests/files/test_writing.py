@@ -318,7 +318,7 @@ def test_disk_filling_up_during_the_write_is_one_line(
 ):
     """The space checked before writing is gone by the time of the write (another process
     took it): each writer's own error for a full disk is translated. (Not .weights.h5: HDF5
-    does not recover from a failed write, see converters.files.outputs.write_keras.)"""
+    does not recover from a failed write, see converters.files.writers.write_keras.)"""
     monkeypatch.setattr(
         "converters.files.outputs.check_free_space", lambda *args: None, raising=False
     )

@@ -1,4 +1,5 @@
-"""TODO"""
+"""Helpers of the parity tests and benchmarks: every parameter of a model randomised (so that a
+broken weight shows), both frameworks' named outputs on the same images, and their differences."""
 
 from __future__ import annotations
 

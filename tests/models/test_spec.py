@@ -40,7 +40,7 @@ def test_importing_the_spec_and_the_pure_converter_modules_loads_no_framework():
 
 
 def test_the_model_files_import_the_spec_with_the_same_line():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     lines = []
     for package in ("convnext_torch", "convnext_tf"):
         source = (root / package / "model.py").read_text().splitlines()

@@ -22,7 +22,7 @@ from tests.support.helpers import (
 )
 
 pytestmark = pytest.mark.peer
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_models_converter_and_keras_files_on_jax(capsys, tmp_path):

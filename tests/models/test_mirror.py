@@ -22,7 +22,7 @@ from converters.names import mapping
 from converters.weights.convert import keras_variables
 from tests.support.helpers import ALL_VARIANTS, PARAMETERS, keras_shapes_only
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TORCH_FILE = ROOT / "convnext_torch" / "model.py"
 KERAS_FILE = ROOT / "convnext_tf" / "model.py"
 
