@@ -119,6 +119,23 @@ MODEL_CLASSES = {
     "isotropic": "ConvNeXtIsotropic",
 }
 KIND_OF_CLASS = {class_name: kind for kind, class_name in MODEL_CLASSES.items()}
+# kind -> its class's constructor arguments, in signature order, in both frameworks (the tests
+# compare them with both signatures)
+ARGUMENTS = {
+    "classifier": (
+        "in_chans", "num_classes", "depths", "dims", "drop_path_rate", "layer_scale_init_value",
+        "head_init_scale", "use_grn", "norm", "norm_eps", "stem", "head", "head_hidden_size",
+        "head_bias",
+    ),
+    "backbone": (
+        "in_chans", "depths", "dims", "drop_path_rate", "layer_scale_init_value", "use_grn",
+        "out_indices", "norm", "norm_eps", "stem",
+    ),
+    "isotropic": (
+        "in_chans", "num_classes", "depth", "dim", "drop_path_rate", "layer_scale_init_value",
+        "head_init_scale",
+    ),
+}  # fmt: skip
 # The architecture options a spec can name (see VARIANT_OPTIONS for what each is).
 NORMS = ("layernorm", "rmsnorm", "simplenorm")
 STEMS = ("patchify", "overlap", "overlap_tiered", "overlap_act")
@@ -230,46 +247,10 @@ class ModelSpec:
 
     def arguments(self) -> dict:
         """The keyword arguments of the model class this spec builds, in its signature order
-        (the same in both frameworks)."""
-        if self.kind == "isotropic":
-            return {
-                "in_chans": self.in_chans,
-                "num_classes": self.num_classes,
-                "depth": self.depths[0],
-                "dim": self.dims[0],
-                "drop_path_rate": self.drop_path_rate,
-                "layer_scale_init_value": self.layer_scale_init_value,
-                "head_init_scale": self.head_init_scale,
-            }
-        if self.kind == "backbone":
-            return {
-                "in_chans": self.in_chans,
-                "depths": self.depths,
-                "dims": self.dims,
-                "drop_path_rate": self.drop_path_rate,
-                "layer_scale_init_value": self.layer_scale_init_value,
-                "use_grn": self.use_grn,
-                "out_indices": self.out_indices,
-                "norm": self.norm,
-                "norm_eps": self.norm_eps,
-                "stem": self.stem,
-            }
-        return {
-            "in_chans": self.in_chans,
-            "num_classes": self.num_classes,
-            "depths": self.depths,
-            "dims": self.dims,
-            "drop_path_rate": self.drop_path_rate,
-            "layer_scale_init_value": self.layer_scale_init_value,
-            "head_init_scale": self.head_init_scale,
-            "use_grn": self.use_grn,
-            "norm": self.norm,
-            "norm_eps": self.norm_eps,
-            "stem": self.stem,
-            "head": self.head,
-            "head_hidden_size": self.head_hidden_size,
-            "head_bias": self.head_bias,
-        }
+        (the same in both frameworks: ARGUMENTS)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values.update(depth=self.depths[0], dim=self.dims[0])  # the isotropic model's names
+        return {name: values[name] for name in ARGUMENTS[self.kind]}
 
 
 def from_arguments(kind: str, arguments: dict) -> ModelSpec:

@@ -26,7 +26,7 @@ import torch
 
 from converters.errors import ConversionError, choice_argument, first_sentence
 from converters.files.destinations import DIRECTORY_FILES
-from converters.files.guards import check_archive, check_crcs
+from converters.files.guards import check_archive, check_crcs, check_regular_file
 from converters.names import layouts
 
 # Harmless globals found in real training checkpoints, allowed by the weights-only unpickler:
@@ -163,12 +163,9 @@ def take_backbone(state: Mapping) -> tuple[Mapping, tuple[str, ...]]:
 def read_file(path: Path) -> tuple[object, object, list[str]]:
     """The object stored at `path`, a Hugging Face directory's config.json (else None), and
     notes on what was read."""
-    if not path.exists():
-        raise ConversionError(f"{path}: no such file")
     if path.is_dir():
         return read_directory(path)
-    if not path.is_file():  # a FIFO would block forever, a device never end
-        raise ConversionError(f"{path}: not a regular file")
+    check_regular_file(path, "a checkpoint")
     if path.name.endswith(".safetensors"):
         return read_safetensors(path), None, []
     return torch_load(path), None, []
@@ -296,7 +293,7 @@ def is_zip(path: Path) -> bool:
 
 
 def check_inflation(path: Path) -> None:
-    """A zip checkpoint's claims checked against its size, and its CRCs (archives.py)."""
+    """A zip checkpoint's claims checked against its size, and its CRCs (guards.py)."""
     try:
         if not zipfile.is_zipfile(path):
             return  # a legacy (non-zip) torch file, or not a checkpoint: torch.load says which

@@ -98,10 +98,12 @@ def keras_member(path: Path, name: str, limit: int | None = None) -> bytes:
         raise ConversionError(f"{path}: not a Keras model file ({first_sentence(e)})") from None
 
 
-def check_regular_file(path: Path) -> None:
+def check_regular_file(path: Path, what: str = "a Keras file") -> None:
+    """A file to read exists and is a regular file: a FIFO would block forever, a device never
+    end. `what` names the file expected, for the message on a directory."""
     if not path.exists():
         raise ConversionError(f"{path}: no such file")
     if path.is_dir():
-        raise ConversionError(f"{path}: is a directory, not a Keras file")
-    if not path.is_file():  # a FIFO would block forever, a device never end
+        raise ConversionError(f"{path}: is a directory, not {what}")
+    if not path.is_file():
         raise ConversionError(f"{path}: not a regular file")

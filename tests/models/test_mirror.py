@@ -66,6 +66,22 @@ def test_same_classes_in_the_same_order():
     assert torch_classes == keras_classes == expected
 
 
+@pytest.mark.parametrize("kind", ["classifier", "backbone", "isotropic"])
+def test_constructor_arguments_are_the_specs_in_both_frameworks(kind):
+    """The argument list of each model class is written once, in convnext_spec.ARGUMENTS; both
+    frameworks' constructors take exactly those, in that order."""
+    from convnext_spec.spec import ARGUMENTS, MODEL_CLASSES
+
+    for package in (convnext_torch, convnext_tf):
+        model_class = getattr(package, MODEL_CLASSES[kind])
+        names = [
+            name
+            for name, parameter in inspect.signature(model_class.__init__).parameters.items()
+            if name != "self" and parameter.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        assert tuple(names) == ARGUMENTS[kind], package.__name__
+
+
 def test_same_methods_in_the_same_order():
     keras_methods = classes(KERAS_FILE)
     for name, methods in classes(TORCH_FILE).items():
