@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,3 +39,17 @@ def deployed(tmp_path_factory, tiny_model) -> dict[str, Path]:
         paths[kind] = directory / name
         assert main(["export", str(paths["keras"]), str(paths[kind]), *options]) == 0
     return paths
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> Path:
+    """Three small pictures of other sizes (PNG, JPEG, a grey PNG), and a hidden file that
+    is not a picture (skipped, as a Finder's .DS_Store must be)."""
+    Image = pytest.importorskip("PIL.Image")
+    directory = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(directory / "a.png")
+    Image.fromarray(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)).save(directory / "b.jpg")
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(directory / "c.png")
+    (directory / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return directory

@@ -597,20 +597,6 @@ def test_probabilities_pass_with_the_output_option_and_fail_as_logits(tiny_model
 # --- 6. pictures from a folder --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pictures(tmp_path_factory) -> Path:
-    """Three small pictures of other sizes (PNG, JPEG, a grey PNG), and a hidden file that
-    is not a picture (skipped, as a Finder's .DS_Store must be)."""
-    Image = pytest.importorskip("PIL.Image")
-    directory = tmp_path_factory.mktemp("pictures")
-    rng = np.random.default_rng(5)
-    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(directory / "a.png")
-    Image.fromarray(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)).save(directory / "b.jpg")
-    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(directory / "c.png")
-    (directory / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-    return directory
-
-
 def test_folder_of_pictures_passes_with_a_row_per_file(tiny_model, deployed, pictures):
     """The pictures, resized once to 61x67 and fed to both sides in batches of 2 (2 + 1),
     PASS, each in a row under its file name, in name order."""
