@@ -42,6 +42,7 @@ from convnext_spec.spec import ModelSpec, as_backbone, resolve, stem_width
 # Keras-only helpers (convnext_tf/layers.py: `make diff` leaves them out), importable from here
 from convnext_tf.layers import (
     GELU,
+    ShapePreserving,
     check_float64_backend,
     config,
     mean,
@@ -72,7 +73,7 @@ def drop_path(x, drop_prob: float = 0.0, training: bool = False, seed=None):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
-class DropPath(layers.Layer):
+class DropPath(ShapePreserving, layers.Layer):
     """Stochastic depth: drops the residual branch of a whole sample during training.
 
     Args:
@@ -92,7 +93,7 @@ class DropPath(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
-class LayerNorm(layers.Layer):
+class LayerNorm(ShapePreserving, layers.Layer):
     """LayerNorm over the channel dimension, the last axis of (N, H, W, C) or (N, C).
 
     Args:
@@ -126,7 +127,7 @@ class LayerNorm(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
-class RMSNorm(layers.Layer):
+class RMSNorm(ShapePreserving, layers.Layer):
     """RMSNorm over the channel dimension (timm's RmsNorm / RmsNorm2d): x / sqrt(mean(x^2) +
     eps), then a per-channel weight. No centring and no bias.
 
@@ -178,7 +179,7 @@ def norm_layer(norm: str, dim: int, eps: float = 1e-6, **kwargs) -> layers.Layer
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
-class GRN(layers.Layer):
+class GRN(ShapePreserving, layers.Layer):
     """Global Response Normalization (ConvNeXt V2), on channels-last input: each channel is
     scaled by its L2 norm over (H, W) relative to the mean of those norms over channels.
     gamma and beta start at zero, so a fresh GRN is the identity.
@@ -205,7 +206,7 @@ class GRN(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="convnext_tf")
-class Block(layers.Layer):
+class Block(ShapePreserving, layers.Layer):
     """ConvNeXt block: 7x7 depthwise conv -> LayerNorm -> Linear 4C -> GELU (-> GRN in V2) ->
     Linear C -> layer scale -> drop path -> residual.
 
@@ -268,6 +269,18 @@ class Block(layers.Layer):
         if self.layer_scale_init_value > 0:
             init = keras.initializers.Constant(self.layer_scale_init_value)
             self.gamma = self.add_weight(shape=(self.dim,), initializer=init, name="gamma")
+        # the symbolic pass asks compute_output_shape, not call(): the sublayers are built here
+        hidden = (*input_shape[:-1], 4 * self.dim)
+        for layer, shape in (
+            (self.dwconv, input_shape),
+            (self.norm, input_shape),
+            (self.pwconv1, input_shape),
+            (self.act, hidden),
+            (self.grn, hidden),
+            (self.pwconv2, hidden),
+            (self.drop_path, input_shape),
+        ):
+            layer.build(shape)
 
     def call(self, x, training=None):
         shortcut = x
