@@ -53,11 +53,9 @@ from convnext_tf.layers import (
 from convnext_tf.layers import SQRT_HALF as SQRT_HALF
 
 
-# Keras-only: PyTorch spells nn.Conv2d out, and ConvNeXt._init_weights initialises it there.
 def conv(filters: int, kernel_size: int, strides: int, **kwargs) -> layers.Conv2D:
-    """A Conv2D with PyTorch's defaults: padding="valid", which floors odd sizes like PyTorch
-    ("same" would pad and diverge), and the official initialisation (trunc_normal, looked up
-    in this module like every layer's here). kwargs are the layer's name and dtype."""
+    """Keras-only (PyTorch spells nn.Conv2d out): padding="valid", which floors odd sizes like
+    PyTorch, and trunc_normal, looked up in this module like every layer's; kwargs: name, dtype."""
     init = trunc_normal()
     return layers.Conv2D(filters, kernel_size, strides, "valid", kernel_initializer=init, **kwargs)
 
@@ -270,17 +268,10 @@ class Block(ShapePreserving, layers.Layer):
             init = keras.initializers.Constant(self.layer_scale_init_value)
             self.gamma = self.add_weight(shape=(self.dim,), initializer=init, name="gamma")
         # the symbolic pass asks compute_output_shape, not call(): the sublayers are built here
-        hidden = (*input_shape[:-1], 4 * self.dim)
-        for layer, shape in (
-            (self.dwconv, input_shape),
-            (self.norm, input_shape),
-            (self.pwconv1, input_shape),
-            (self.act, hidden),
-            (self.grn, hidden),
-            (self.pwconv2, hidden),
-            (self.drop_path, input_shape),
-        ):
-            layer.build(shape)
+        for layer in (self.dwconv, self.norm, self.pwconv1, self.drop_path):
+            layer.build(input_shape)
+        for layer in (self.act, self.grn, self.pwconv2):  # the hidden width, 4C
+            layer.build((*input_shape[:-1], 4 * self.dim))
 
     def call(self, x, training=None):
         shortcut = x

@@ -62,8 +62,15 @@ def test_hugging_face_directory_to_keras_weights(capsys, tmp_path, torch_model, 
     assert_same_logits(torch_model, keras_model)
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-@pytest.mark.parametrize("layout", ["official", "timm"])
+@pytest.mark.parametrize(
+    "layout, suffix",
+    [
+        ("official", ".pth"),
+        ("timm", ".safetensors"),
+        pytest.param("official", ".safetensors", marks=pytest.mark.exhaustive),
+        pytest.param("timm", ".pth", marks=pytest.mark.exhaustive),
+    ],
+)
 def test_keras_back_to_pytorch_is_bit_exact(capsys, tmp_path, official, suffix, layout):
     src = write(official, tmp_path / "ckpt.pth")
     assert run(capsys, "convert", src, tmp_path / "m.keras")[0] == 0

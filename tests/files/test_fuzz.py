@@ -165,7 +165,7 @@ def test_hugging_face_directory_mutations_read_or_raise_conversion_error(fuzz, s
     fuzz.check("torch", path, example)
 
 
-@fuzz_settings(examples=10)
+@fuzz_settings(examples=5)
 @given(example=H5_EXAMPLES)
 def test_weights_h5_mutations_read_or_raise_conversion_error(fuzz, seeds, example):
     path = fuzz.base / "fuzz.weights.h5"

@@ -115,8 +115,15 @@ def keras_to_torch_gradients(keras_model, grads: dict) -> dict[str, np.ndarray]:
             variables[name].assign(value)
 
 
-@pytest.mark.parametrize("spec", [SPEC, V2_SPEC], ids=["v1", "v2"])
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize(
+    "optimizer, spec",
+    [
+        pytest.param("sgd", SPEC, id="sgd-v1"),
+        pytest.param("adamw", V2_SPEC, id="adamw-v2"),
+        pytest.param("adamw", SPEC, id="adamw-v1", marks=pytest.mark.exhaustive),
+        pytest.param("sgd", V2_SPEC, id="sgd-v2", marks=pytest.mark.exhaustive),
+    ],
+)
 def test_float64_training_steps_agree_to_1e10(spec, optimizer):
     """Measured: losses within 3e-16, gradients 4e-15, weights after three steps 4e-16."""
     losses, grads, weights = run_steps(spec, "float64", OPTIMIZERS[optimizer])
