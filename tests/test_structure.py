@@ -185,3 +185,29 @@ def test_the_pure_packages_load_no_framework(package):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def unpackaged(include: list[str]) -> list[str]:
+    """The project's packages (folders with an __init__.py) that pyproject's
+    `packages.find.include` patterns leave out of a wheel."""
+    from fnmatch import fnmatch
+
+    found = []
+    for package in ("convnext_spec", "convnext_torch", "convnext_tf", "converters"):
+        for init in (ROOT / package).rglob("__init__.py"):
+            name = module_name(init)
+            if not any(fnmatch(name, pattern) for pattern in include):
+                found.append(name)
+    return sorted(found)
+
+
+def test_every_subpackage_goes_into_the_wheel():
+    """A non-editable install (pip install convnext-parity) must ship converters.names and the
+    other wings: an explicit `packages` list of the top-level names alone leaves them out."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert unpackaged(include) == []
+    top_level_only = ["convnext_spec", "convnext_torch", "convnext_tf", "converters"]
+    assert "converters.names" in unpackaged(top_level_only)  # the old setting, caught
