@@ -176,6 +176,7 @@ def test_verify_passes_a_faithful_conversion(capsys, tmp_path, checkpoint):
     assert out.strip().splitlines()[-1].startswith("PASS: logits max rel")
 
 
+@pytest.mark.exhaustive  # the default tier: tests/deploy/test_verify_cli.py, at a small size
 def test_verify_names_the_block_where_a_deployment_diverges(capsys, tmp_path, checkpoint):
     from converters import keras_variables
 

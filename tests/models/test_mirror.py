@@ -249,9 +249,7 @@ ONE_PER_STRUCTURE = [
     "convnext_atto_ols",  # the tiered overlapping stem
     "convnext_atto_rms",  # RMSNorm
     "convnext_tiny_hnf",  # head norm first; the MLP head: TINY_SPECS, test_spec's counts
-    "convnext_nano",
     "convnextv2_atto",
-    "convnextv2_nano",
     "convnext_isotropic_small",
 ]
 

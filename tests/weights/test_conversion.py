@@ -285,15 +285,22 @@ def test_every_family_round_trips_bit_exact(variant, build):
 # --- a Keras model built from the checkpoint (what `convnext convert` runs) -----------------
 
 
+DROP_PATH = {"num_classes": 11, "drop_path_rate": 0.2}  # drop path: a non-weight variable
+
+
 @pytest.mark.parametrize(
-    "variant, overrides",
+    "variant, overrides, deferred",
     [
-        (VARIANT, {"num_classes": 11, "drop_path_rate": 0.2}),  # drop path: a non-weight variable
-        ("convnextv2_atto", {}),
-        ("convnext_zepto_rms_ols", {}),
+        pytest.param(VARIANT, DROP_PATH, True, id="atto-deferred"),
+        pytest.param("convnextv2_atto", {}, False, id="v2-assigned"),
+        pytest.param("convnext_zepto_rms_ols", {}, True, id="zepto-deferred"),
+        pytest.param(VARIANT, DROP_PATH, False, id="atto-assigned", marks=pytest.mark.exhaustive),
+        pytest.param("convnextv2_atto", {}, True, id="v2-deferred", marks=pytest.mark.exhaustive),
+        pytest.param(
+            "convnext_zepto_rms_ols", {}, False, id="zepto-assigned", marks=pytest.mark.exhaustive
+        ),
     ],
 )
-@pytest.mark.parametrize("deferred", [True, False], ids=["deferred", "assigned"])
 def test_keras_model_from_state_holds_the_checkpoint_exactly(
     variant, overrides, deferred, monkeypatch
 ):
