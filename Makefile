@@ -50,20 +50,25 @@ test-min: .venv-min/.installed
 fuzz: $(STAMP)
 	CONVNEXT_FUZZ_EXAMPLES=2000 $(PY) -m pytest tests/files/test_fuzz.py
 
-# Optional: the suite again with the real peers (transformers and Keras on JAX in .venv-peers;
-# timm and open_clip in their own environment, which needs torch 2.14.1 + torchvision, a
-# multi-GB CUDA build, whose triton crashes when imported after TensorFlow: uninstalled after
-# every install there). Not part of `make test`.
-test-peers:
-	$(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt -e '.[cpu,test,peers,jax]'
-	$(PYTHON) -m venv .venv-timm
-	.venv-timm/bin/python -m pip install --quiet --disable-pip-version-check \
-		torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open-clip-torch==3.3.0 \
-		safetensors==0.8.0 numpy==2.4.6
-	.venv-timm/bin/python -m pip uninstall --quiet --yes triton
-	CONVNEXT_TIMM_PYTHON=$(CURDIR)/.venv-timm/bin/python .venv-peers/bin/python -m pytest -m peer -s
+# Optional: the suite again with the real peers, in one environment as users have it: torch
+# 2.14.1 as the package index serves it (a multi-GB CUDA build) with its triton left installed
+# (triton crashes when imported after TensorFlow: the project imports it first, and
+# tests/peers/test_torch_from_the_index.py runs the commands there), torchvision, timm,
+# open_clip, transformers, mmpretrain, Keras on JAX, and tensorflow-cpu. Not part of `make test`.
+PEERS := .venv-peers
+PEER_PINS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open-clip-torch==3.3.0 \
+	transformers==5.23.0 mmpretrain==1.2.0 mmengine==0.10.7 mmcv-lite==2.2.0
+
+test-peers: $(PEERS)/.installed
+	CONVNEXT_TIMM_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PEERS)/bin/python -m pytest -m peer -s
+
+# constraints.txt without its torch pin (the CPU build's 2.13.0): the peers need torchvision
+$(PEERS)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(PEERS)
+	grep -v '^torch==' constraints.txt > $(PEERS)/constraints.txt
+	$(PEERS)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c $(PEERS)/constraints.txt $(PEER_PINS) -e '.[cpu,test,deploy,jax]'
+	touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -87,4 +92,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH)
 
 clean:
-	rm -rf $(VENV) .venv-min .venv-peers .venv-timm build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-min $(PEERS) .venv-timm build *.egg-info .pytest_cache .ruff_cache

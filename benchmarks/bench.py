@@ -6,9 +6,9 @@ over ROUNDS rounds; each figure is the lowest of the rounds' medians (a shared m
 ever adds time). Ratios are against peers measured in the same run.
 
 1. PyTorch inference of ConvNeXt-T at 224x224: ours as create_model returns it, ours in
-   channels_last, ours under torch.compile; timm (in .venv-timm) and transformers'
+   channels_last, ours under torch.compile; timm and transformers'
    ConvNextForImageClassification (in .venv-peers), random weights. A peer whose environment
-   is missing is skipped with a line that says so (`make test-peers` makes both).
+   is missing is skipped with a line that says so (`make test-peers` makes it).
 2. Keras inference: ours and keras.applications.ConvNeXtTiny(weights=None), eager model(x),
    predict, a tf.function, and XLA (jit_compile=True).
 3. Deployed: the SavedModel and .tflite that `convnext export` writes, through the serving
@@ -46,8 +46,8 @@ RESULTS = Path(__file__).with_name("results.md")
 RESULTS_JSON = Path(__file__).with_name("results.json")
 OURS = sys.executable
 PYTHONS = {
-    "torch-peer-env": ROOT / ".venv-timm" / "bin" / "python",
-    "timm": ROOT / ".venv-timm" / "bin" / "python",
+    "torch-peer-env": ROOT / ".venv-peers" / "bin" / "python",
+    "timm": ROOT / ".venv-peers" / "bin" / "python",
     "transformers": ROOT / ".venv-peers" / "bin" / "python",
 }
 TORCH_IMPLS = [

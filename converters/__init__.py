@@ -10,14 +10,18 @@ A thin door over four wings, whose imports run one way, down:
       -> names/   (the key tables: no framework)
       -> errors.py, startup.py
 
-This `__init__` imports nothing: `converters.names` stays free of PyTorch and TensorFlow. The
-names below are loaded on first use (PEP 562), so `from converters import torch_to_keras`
-still works and costs nothing until it is used.
+This `__init__` imports no framework: `converters.names` stays free of PyTorch and
+TensorFlow. It imports triton first where it is installed (convnext_spec.import_order: triton
+crashes when TensorFlow came before it, and the wings below bring both). The names below are
+loaded on first use (PEP 562), so `from converters import torch_to_keras` still works and
+costs nothing until it is used.
 """
 
 from __future__ import annotations
 
 import importlib
+
+from convnext_spec import import_order  # noqa: F401  (imports triton, if installed, first)
 
 _EXPORTS = {
     "ConversionError": "converters.errors",

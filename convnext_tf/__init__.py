@@ -15,6 +15,8 @@ if importlib.util.find_spec("tensorflow") is None:
         name="tensorflow",
     )
 
+# triton (beside torch from the package index) crashes when imported after TensorFlow
+from convnext_spec import import_order  # noqa: F401  (imports triton, if installed, first)
 from convnext_spec.spec import (
     FAMILY_DEFAULTS,
     ISOTROPIC_VARIANTS,

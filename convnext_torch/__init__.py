@@ -1,5 +1,7 @@
 """ConvNeXt in PyTorch, mirrored by `convnext_tf`: same classes, names and order."""
 
+# triton (beside torch from the package index) crashes when imported after TensorFlow
+from convnext_spec import import_order  # noqa: F401  (imports triton, if installed, first)
 from convnext_spec.spec import (
     FAMILY_DEFAULTS,
     ISOTROPIC_VARIANTS,
