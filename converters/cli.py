@@ -1,9 +1,10 @@
 """The `convnext` command line: it parses arguments and prints; the jobs are library functions
 in converters.jobs, which a Python user calls with the same options as parameters.
 
-    convnext convert SRC DST [--from auto|official|timm|hf|open_clip|fcmae|dinov3]
-                     [--to keras|keras-applications|official|timm|hf]
-                     [--variant NAME] [--num-classes N] [--ema] [--no-top] [--force]
+    convnext convert SRC DST [--from auto|official|timm|hf|open_clip|fcmae|dinov3|torchvision|mmpretrain]
+                     [--to keras|keras-applications|official|timm|hf|torchvision]
+                     [--variant NAME] [--num-classes N] [--ema] [--key NAME] [--prefix NAME]
+                     [--no-top] [--force]
     convnext verify TORCH_SRC DEPLOYED [--size H W] [--batch N] [--images DIR] [--layout nhwc|nchw]
                     [--pixels 0-255|0-1] [--mean R G B] [--std R G B] [--output logits|probabilities]
                     [--atol A] [--rtol R] [--signature NAME] [--report PATH.html] [--json PATH]
@@ -30,7 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from converters.errors import ConversionError, printable
-from converters.names.layouts import LAYOUT_CHOICES, TARGETS
+from converters.names.layouts import LAYOUT_CHOICES, LAYOUT_NAMES, TARGETS
 from converters.startup import import_tensorflow_quietly
 from convnext_spec.spec import (
     CHECKPOINTS,
@@ -56,6 +57,7 @@ FLAGS = {
     "rtol": "--rtol",
     "json_path": "--json",
     "key": "--key",
+    "prefix": "--prefix",
     "size": "--size",
     "batch": "--batch",
     "images": "--images",
@@ -209,8 +211,8 @@ def parser() -> argparse.ArgumentParser:
         help="PyTorch checkpoint -> Keras, Keras -> PyTorch, or one PyTorch layout -> another",
         description="Convert a ConvNeXt checkpoint. SRC: a PyTorch file (.pth/.pt/.bin, "
         ".safetensors, or a Hugging Face directory) in the official, timm, Hugging Face, "
-        "OpenCLIP, FCMAE or DINOv3 layout, or a Keras file (.keras, or .weights.h5 with "
-        "--variant). DST's suffix picks the target unless --to says: .keras/.weights.h5 -> "
+        "OpenCLIP, FCMAE, DINOv3 or torchvision layout, or a Keras file (.keras, or .weights.h5 "
+        "with --variant). DST's suffix picks the target unless --to says: .keras/.weights.h5 -> "
         "keras, .pth/.pt/.bin/.safetensors -> official; --to hf writes DST as a Hugging Face "
         "directory (config.json and model.safetensors).",
     )
@@ -357,6 +359,12 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the checkpoint entry that holds the weights, if not model or state_dict",
     )
+    parser.add_argument(
+        "--prefix",
+        metavar="NAME",
+        help="remove this prefix from every key (a training wrapper's: model., net., ...); "
+        "default: one that makes the keys a known layout is found",
+    )
 
 
 def run_convert(args: argparse.Namespace, jobs) -> int:
@@ -371,9 +379,10 @@ def run_convert(args: argparse.Namespace, jobs) -> int:
         include_top=not args.no_top,
         force=args.force,
         key=args.key,
+        prefix=args.prefix,
         log=say,
     )
-    if result.target in ("keras", "keras-applications"):
+    if result.target in ("keras", "keras-applications", "torchvision"):
         say(f"load with: {result.load_with}")
     return 0
 
@@ -390,6 +399,7 @@ def run_verify(args: argparse.Namespace, jobs) -> int:
         variant=args.variant,
         num_classes=args.num_classes,
         key=args.key,
+        prefix=args.prefix,
         size=tuple(args.size) if args.size else None,
         batch=args.batch,
         seed=args.seed,
@@ -419,6 +429,7 @@ def run_export(args: argparse.Namespace, jobs) -> int:
         variant=args.variant,
         num_classes=args.num_classes,
         key=args.key,
+        prefix=args.prefix,
         force=args.force,
         log=say,
     )
@@ -427,7 +438,7 @@ def run_export(args: argparse.Namespace, jobs) -> int:
 
 def run_inspect(args: argparse.Namespace, jobs) -> int:
     for label, value in jobs.inspect_file(
-        args.file, layout=args.layout, ema=args.ema, key=args.key
+        args.file, layout=args.layout, ema=args.ema, key=args.key, prefix=args.prefix
     ):
         print(f"{label + ':':<16}{printable(as_flags(str(value)))}")
     return 0
@@ -448,6 +459,8 @@ def run_variants(args: argparse.Namespace, jobs=None) -> int:
         count = parameter_count(spec_from_name(name, **changes))
         head = ", ".join(f"{k}={v}" for k, v in changes.items())
         print(f"{release:<29}{layout:<11}{name:<20}{count:>12,}  {head}")
+    print(f"\nreads (--from): {', '.join(LAYOUT_NAMES)}; keras.applications and our Keras files")
+    print(f"writes (--to):  {', '.join(TARGETS)}")
     return 0
 
 

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-import convnext_torch
 from converters.deploy.export import export_model
 from converters.deploy.report import write_json, write_report
 from converters.deploy.result import Verification
@@ -41,13 +38,15 @@ from converters.files.destinations import (
     target_from_suffix,
 )
 from converters.files.keras_files import h5_array_count, keras_spec, load_keras_model
-from converters.names.layouts import LAYOUT_CHOICES
-from converters.weights.convert import check_match, keras_model_from_state
+from converters.names.layouts import LAYOUT_CHOICES, WRITTEN_LAYOUTS
+from converters.weights.applications_files import is_applications_file, read_applications
+from converters.weights.convert import check_match, expected_shapes, keras_model_from_state
 from converters.weights.identify import (
     checked_spec,
-    infer_spec,
     model_spec,
     read_state,
+    resolve_spec,
+    spec_from_shapes,
     with_hidden_fields,
 )
 from converters.weights.targets import (
@@ -72,18 +71,21 @@ def convert_file(
     force: bool = False,
     key: str | None = None,
     log: Log = quiet,
+    prefix: str | None = None,
 ) -> ConversionResult:
     """Convert the checkpoint at `src` and write it to `dst`, every tensor accounted for.
 
     src: a PyTorch file (.pth/.pt/.bin, .safetensors, a Hugging Face directory) in one of
-    LAYOUT_NAMES (official, timm, hf, open_clip, fcmae, dinov3; `layout` "auto": detected),
-    or a Keras file (.keras, or .weights.h5 with `variant`). target: "keras",
-    "keras-applications", "official", "timm" or "hf" (a directory); None picks it from dst's
-    suffix. ema: a training checkpoint's EMA weights. variant,
-    num_classes: the model, when not read off the tensor shapes. include_top: with
+    LAYOUT_NAMES (official, timm, hf, open_clip, fcmae, dinov3, torchvision, mmpretrain;
+    `layout` "auto": detected), or a Keras file (.keras, or .weights.h5 with `variant`).
+    target: "keras", "keras-applications", "official", "timm", "torchvision" or "hf" (a
+    directory); None picks it from dst's suffix. ema: a training checkpoint's EMA weights.
+    variant, num_classes: the model, when not read off the tensor shapes. include_top: with
     keras-applications, False writes include_top=False weights. force: overwrite dst.
     key: the entry of a training checkpoint that holds the weights, when it is none of
-    "model", "state_dict" (or, with `ema`, "model_ema", "state_dict_ema", "ema").
+    "model", "state_dict" (or, with `ema`, "model_ema", "state_dict_ema", "ema"). prefix: a
+    prefix every key carries (a training wrapper's attribute, "model." say), removed; without
+    it, one that alone makes the keys a known layout is found and removed.
     """
     src, dst = path_argument("src", src), path_argument("dst", dst)
     choice_argument("layout", layout, LAYOUT_CHOICES)
@@ -96,25 +98,31 @@ def convert_file(
         check_destination(dst, force, src)
     if variant is not None:
         checked_spec(variant)  # a misspelt name is named before a large file is read
-    if suffix_of(src, KERAS_SUFFIXES):
-        if target not in ("official", "timm", "hf"):
-            raise ConversionError(f"{src} is a Keras file already: `target` official, timm or hf")
-        if layout != "auto" or ema or key is not None:
+    applications = is_applications_file(src)  # .weights.h5, .keras or a legacy .h5
+    if suffix_of(src, KERAS_SUFFIXES) or applications:
+        if target not in WRITTEN_LAYOUTS:
             raise ConversionError(
-                "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"
+                f"{src} is a Keras file already: `target` {', '.join(WRITTEN_LAYOUTS)}"
             )
-        return keras_file_to_pytorch(src, dst, target, variant, num_classes, log, force)
-
-    state = read_state(src, layout, ema, key, log)
+        if layout != "auto" or ema or key is not None or prefix is not None:
+            raise ConversionError(
+                "`layout`, `ema`, `key` and `prefix` describe PyTorch sources, not Keras files"
+            )
+        if not applications:
+            return keras_file_to_pytorch(src, dst, target, variant, num_classes, log, force)
+        state = read_applications(src, variant, log)
+    else:
+        state = read_state(src, layout, ema, key, log, prefix)
     state, spec = model_spec(state, variant, num_classes, log)
     if target == "keras":
         return pytorch_to_keras_file(state, spec, dst, log, force)
     if target == "keras-applications":
         return pytorch_to_keras_applications(state, spec, dst, include_top, log, force)
-    with torch.device("meta"):  # names and shapes only
-        model = convnext_torch.create_model(spec)
-    check_match(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
-    return write_pytorch(state.tensors, spec, src, dst, target, log, force)
+    check_match(state, expected_shapes(spec))
+    result = write_pytorch(state.tensors, spec, src, dst, target, log, force)
+    for note in state.notes if applications else ():  # how to feed it, after the conversion
+        log(f"note: {note}")
+    return result
 
 
 # --- verify and export ---------------------------------------------------------------------
@@ -163,6 +171,7 @@ def export_file(
     key: str | None = None,
     force: bool = False,
     log: Log = quiet,
+    prefix: str | None = None,
 ) -> str:
     """A PyTorch checkpoint (as convert_file reads it) or a Keras file, exported to `dst`: a
     SavedModel directory, or a .tflite file when dst ends in .tflite (`quantize`: float16 or
@@ -186,9 +195,9 @@ def export_file(
             f"{src}: a deployed model already; export reads PyTorch checkpoints and Keras files"
         )
     if suffix_of(src, KERAS_SUFFIXES):
-        if layout != "auto" or ema or key is not None:
+        if layout != "auto" or ema or key is not None or prefix is not None:
             raise ConversionError(
-                "`layout`, `ema` and `key` describe PyTorch sources, not Keras files"
+                "`layout`, `ema`, `key` and `prefix` describe PyTorch sources, not Keras files"
             )
         if src.name.endswith(".keras") and (variant is not None or num_classes is not None):
             raise ConversionError(
@@ -199,7 +208,7 @@ def export_file(
         spec = checked_spec(variant, **classes) if variant else None
         model = load_keras_model(src, spec)
     else:
-        state = read_state(src, layout, ema, key, log)
+        state = read_state(src, layout, ema, key, log, prefix)
         state, spec = model_spec(state, variant, num_classes, log)
         model, _ = keras_model_from_state(state, spec)
     log(f"writing {dst}")
@@ -212,14 +221,18 @@ def export_file(
 
 
 def inspect_file(
-    path: str | Path, layout: str = "auto", ema: bool = False, key: str | None = None
+    path: str | Path,
+    layout: str = "auto",
+    ema: bool = False,
+    key: str | None = None,
+    prefix: str | None = None,
 ) -> list[tuple]:
     """What a checkpoint or Keras file holds, as (label, value) rows; writes nothing."""
     path = path_argument("path", path)
     choice_argument("layout", layout, LAYOUT_CHOICES)
     if suffix_of(path, KERAS_SUFFIXES):
         return inspect_keras(path)
-    state = load_state_dict(path, layout=layout, ema=ema, key=key)
+    state = load_state_dict(path, layout=layout, ema=ema, key=key, prefix=prefix)
     rows = [("file", str(path)), ("layout", state.layout)]
     if state.wrapper:
         rows.append(("weights", f"under {state.wrapper!r}"))
@@ -230,7 +243,7 @@ def inspect_file(
     if state.outside_backbone:
         rows.append(("not backbone", f"{len(state.outside_backbone)} tensors (neck, heads)"))
     try:
-        spec = infer_spec(state)
+        spec = spec_from_shapes(state)
         try:
             spec = with_hidden_fields(spec, state.source)  # SimpleNorm vs RMSNorm, eps
         except ConversionError:
@@ -250,6 +263,10 @@ def inspect_file(
             ("input channels", str(spec.in_chans)),
             ("layer scale", "yes" if spec.has_layer_scale else "no"),
         ]
+        try:  # convert's own check: inspect never calls readable what convert refuses
+            check_match(state, expected_shapes(resolve_spec(state)))
+        except ConversionError as e:
+            rows.append(("converts", f"no: {e}"))
     except ConversionError as e:
         rows.append(("variant", f"not inferred: {e}"))
     rows.append(("dtype", ", ".join(state.dtypes)))
@@ -258,7 +275,7 @@ def inspect_file(
     rows += [("note", note) for note in state.notes]
     if state.nonfinite:
         rows.append(("NaN/Inf in", ", ".join(state.nonfinite)))
-    if state.config and "layer_norm_eps" in state.config:
+    if state.config and "layer_norm_eps" in state.config and "norm.weight" in state.tensors:
         rows.append(
             ("config.json", f"layer_norm_eps {state.config['layer_norm_eps']} (final norm)")
         )

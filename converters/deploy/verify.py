@@ -162,10 +162,12 @@ def verify(
     signature: str | None = None,
     allow_tf32: bool = False,
     log: Log = quiet,
+    prefix: str | None = None,
 ) -> Verification:
     """Check the deployed model at `deployed` against the PyTorch checkpoint `torch_src`.
 
-    torch_src and its options (layout, ema, variant, num_classes, key): as convert_file.
+    torch_src and its options (layout, ema, variant, num_classes, key, prefix): as
+    convert_file.
     deployed: a SavedModel directory, a .tflite file, or a .keras / .weights.h5 file (this
     project's or keras.applications'), detected (converters.deploy.artifacts.open_artifact).
     Inputs: `batch` random images of `size` (default 224 x 224; the artifact's own, if it
@@ -183,7 +185,7 @@ def verify(
     torch_src = path_argument("torch_src", torch_src)
     deployed = path_argument("deployed", deployed)
     check_torch_source(torch_src)
-    state = read_state(torch_src, layout, ema, key, log)
+    state = read_state(torch_src, layout, ema, key, log, prefix)
     state, spec = model_spec(state, variant, num_classes, log)
     # the artifact's own size, or 224 x 224, is known once it is open: till then the
     # smallest size there is bounds what the batch takes

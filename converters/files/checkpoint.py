@@ -27,6 +27,7 @@ import torch
 from converters.errors import ConversionError, choice_argument, first_sentence
 from converters.files.destinations import DIRECTORY_FILES
 from converters.files.guards import check_archive, check_crcs, check_regular_file
+from converters.files.hdf5 import hdf5_problem, is_hdf5
 from converters.names import layouts
 
 # Harmless globals found in real training checkpoints, allowed by the weights-only unpickler:
@@ -70,12 +71,19 @@ class StateDict:
 
 
 def load_state_dict(
-    source: str | Path | Mapping, layout: str = "auto", ema: bool = False, key: str | None = None
+    source: str | Path | Mapping,
+    layout: str = "auto",
+    ema: bool = False,
+    key: str | None = None,
+    prefix: str | None = None,
 ) -> StateDict:
     """The state_dict of `source` (a path or a mapping) in the official layout. `layout` is
     "auto" (detected from the keys) or one of layouts.KEY_LAYOUTS; `ema` takes the EMA weights of
     a training checkpoint; `key` names the entry that holds the weights, for a wrapper this
-    reader does not know. Raises ConversionError for anything that is not exactly that."""
+    reader does not know; `prefix` is removed from every key (after "module." and
+    "_orig_mod."), for a network kept under an attribute of a training wrapper (without it, a
+    prefix common to every key is removed when that alone makes the keys a known layout).
+    Raises ConversionError for anything that is not exactly that."""
     where = str(source) if isinstance(source, (str, Path)) else "state_dict"
     config, notes = None, []
     if isinstance(source, (str, Path)):
@@ -87,6 +95,11 @@ def load_state_dict(
     if bad_keys:
         raise ConversionError(f"{where}: not a state_dict: key {bad_keys[0]!r} is not a string")
     state, stripped = strip_wrapper_prefixes(state)
+    notes += stripped
+    try:
+        state, stripped = strip_prefix(state, prefix)
+    except ConversionError as e:
+        raise ConversionError(f"{where}: {e}") from None
     notes += stripped
     state, outside_backbone = take_backbone(state)
     tensors = {name: to_numpy(value, where, name) for name, value in state.items()}
@@ -102,6 +115,7 @@ def load_state_dict(
                 f"({', '.join(layouts.LAYOUT_NAMES)}; found {sample})"
             )
         layout = detected
+    found = ", ".join(list(tensors)[:3])
     try:
         tensors, unmatched, renamed_notes = layouts.to_official(tensors, layout)
     except ConversionError as e:
@@ -110,6 +124,14 @@ def load_state_dict(
     if not tensors and not unmatched:
         hint = f": the keys look like the {detected} layout" if looks_like else ""
         raise ConversionError(f"{where}: no tensor of the model in the {layout} layout{hint}")
+    # A layout without renaming rules (official, dinov3) takes any key as it is: forced on
+    # another layout's file, it is refused here, in the words of the layout the keys are in.
+    stem = {"downsample_layers.0.0.weight", "stem.weight"} & set(tensors)
+    if looks_like and not unmatched and not stem:
+        raise ConversionError(
+            f"{where}: not the {layout} layout, no stem under its names; the keys look like the "
+            f"{detected} layout (found {found}): read them with `layout` {detected} or auto"
+        )
     if looks_like and not unmatched:
         renamed_notes.append(f"the keys look like the {detected} layout, read as {layout}")
     if unmatched:
@@ -148,16 +170,70 @@ def strip_wrapper_prefixes(state: Mapping) -> tuple[Mapping, list[str]]:
     return state, notes
 
 
+def strip_prefix(state: Mapping, prefix: str | None = None) -> tuple[Mapping, list[str]]:
+    """Remove `prefix` from every key, or, without it, the shortest prefix of whole dotted
+    parts common to every key that makes the keys a known layout (a training wrapper's
+    attribute: Lightning's "model.", "net.", "student.backbone.", ...), saying so. Keys that
+    are a known layout as they are keep their prefix: "convnext.", "visual.trunk.",
+    "encoder." and "model." begin some layouts' own names."""
+    if prefix is not None:
+        prefix = prefix if prefix.endswith(".") else f"{prefix}."
+        lacking = [key for key in state if not key.startswith(prefix)]
+        if lacking or not state:
+            raise ConversionError(
+                f"{len(lacking)} of {len(state)} keys do not start with the `prefix` {prefix!r} "
+                f"({', '.join(lacking[:2]) or 'no keys at all'})"
+            )
+        note = f"removed the `prefix` {prefix!r} from all {len(state)} keys"
+        return {key.removeprefix(prefix): value for key, value in state.items()}, [note]
+    if not state or known_layout(state) is not None:
+        return state, []
+    for backbone in (False, True):  # student.backbone.stem...: "student.backbone.", not "student."
+        for candidate in common_prefixes(state):
+            stripped = {key.removeprefix(candidate): value for key, value in state.items()}
+            layout = known_layout(stripped, backbone)
+            if layout is not None:
+                note = (
+                    f"removed the prefix {candidate!r} from all {len(state)} keys (a training "
+                    f"wrapper's; without it they are the {layout} layout)"
+                )
+                return stripped, [note]
+    return state, []
+
+
+def known_layout(state: Mapping, backbone: bool = True) -> str | None:
+    """The layout detected in the keys; with `backbone`, a detection checkpoint's backbone.*
+    taken out first."""
+    return layouts.detect(take_backbone(state)[0] if backbone else state)
+
+
+def common_prefixes(keys) -> list[str]:
+    """The prefixes of whole dotted parts that every key has, shortest first: ["a.", "a.b."]
+    for a.b.c.weight and a.b.d.bias."""
+    split = [key.split(".")[:-1] for key in keys]  # the last part is a tensor's own name
+    common = []
+    for parts in zip(*split, strict=False):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    return [".".join(common[: n + 1]) + "." for n in range(len(common))]
+
+
 def take_backbone(state: Mapping) -> tuple[Mapping, tuple[str, ...]]:
     """A detection / segmentation checkpoint (mmdetection, mmsegmentation: the official
     ConvNeXt ones) keeps the ConvNeXt under `backbone.`; its neck and heads are not ConvNeXt.
+    An image classifier (mmpretrain's ImageClassifier) keeps its classifier beside it as
+    `head.*`: when that is all there is besides the backbone, it is the model's head, kept.
     Returns the backbone's tensors without the prefix, and the names of everything else."""
     if not any(str(key).startswith("backbone.") for key in state):
         return state, ()
     backbone = {
         k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
     }
-    return backbone, tuple(k for k in state if not k.startswith("backbone."))
+    outside = tuple(k for k in state if not k.startswith("backbone."))
+    if outside and all(k.startswith("head.") and k not in backbone for k in outside):
+        return {**backbone, **{k: state[k] for k in outside}}, ()
+    return backbone, outside
 
 
 def read_file(path: Path) -> tuple[object, object, list[str]]:
@@ -166,6 +242,8 @@ def read_file(path: Path) -> tuple[object, object, list[str]]:
     if path.is_dir():
         return read_directory(path)
     check_regular_file(path, "a checkpoint")
+    if is_hdf5(path):  # Keras' files: never handed to the pickle reader
+        raise ConversionError(hdf5_problem(path, "a PyTorch checkpoint"))
     if path.name.endswith(".safetensors"):
         return read_safetensors(path), None, []
     return torch_load(path), None, []

@@ -48,6 +48,7 @@ SUFFIXES = {  # the files each target writes; hf: a directory
     "keras-applications": (".weights.h5",),
     "official": TORCH_SUFFIXES,
     "timm": TORCH_SUFFIXES,
+    "torchvision": TORCH_SUFFIXES,
     "hf": (),
 }
 

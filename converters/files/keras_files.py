@@ -19,6 +19,7 @@ import convnext_tf
 from converters.errors import ConversionError, first_sentence
 from converters.files.destinations import KERAS_SUFFIXES, suffix_of
 from converters.files.guards import CONFIG_LIMIT, check_regular_file, keras_member
+from converters.files.hdf5 import hdf5_problem, is_hdf5
 from convnext_spec.spec import (
     KIND_OF_CLASS,
     MODEL_CLASSES,
@@ -54,6 +55,8 @@ def load_keras_model(path: Path, spec: ModelSpec | None = None) -> keras.Model:
     check_regular_file(path)
     try:
         if kind == ".keras":
+            if is_hdf5(path):  # a legacy HDF5 file named .keras: not the zip Keras 3 writes
+                raise ConversionError(hdf5_problem(path, "a .keras file (a zip)"))
             check_keras_archive(path)
             check_self_contained(io.BytesIO(keras_member(path, "model.weights.h5")), path)
             model = keras.models.load_model(path, safe_mode=True)

@@ -3,8 +3,10 @@
 Reading renames a foreign layout into the official one (the names convnext_torch uses, which
 converters.names.mapping maps onto Keras); writing renames the other way. Each layout is one
 `KeyLayout` record at the bottom of this file: its table of (official, foreign) key templates
-({i}, {j}, {k} stand for indices and {p} for weight or bias; the first template that matches a
-whole key wins), the keys that identify it, and its tensor fix-ups on reading and on writing.
+({i}, {j}, {k} stand for indices and {p} for weight or bias; {2i} and {2i+1} for the even
+and odd numbers that stand for index i where a layout numbers two kinds of module in one
+sequence, as torchvision does; the first template that matches a whole key wins), the keys that
+identify it, and its tensor fix-ups on reading and on writing.
 A key no template matches is never guessed at: it is reported by name. Adding a layout is
 adding a record.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from converters.errors import ConversionError
-from converters.names import hf
+from converters.names import hf, hf_backbones, mm, torchvision
 from convnext_spec.spec import ModelSpec, name_of
 
 # official                            timm
@@ -97,8 +99,9 @@ GRN_PARAMETER = re.compile(r"stages\.\d+\.\d+\.grn\.(gamma|beta)")  # (1, 1, 1, 
 
 ReadFixup = Callable[[str, np.ndarray], tuple[np.ndarray, str | None]]  # -> value, note
 WriteFixup = Callable[[str, np.ndarray, ModelSpec | None], tuple[np.ndarray, str | None]]
-# (official tensors, skipped foreign tensors) -> notes; may add tensors, or raise
-Completion = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], list[str]]
+# (official tensors, skipped foreign tensors, official key -> the foreign key it was read
+# from) -> notes; may add tensors, or raise
+Completion = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]], list[str]]
 
 
 def unchanged_on_read(key: str, value: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -152,7 +155,7 @@ class KeyLayout:
                 notes.append(note)
         notes += skipped_notes(skipped, self.skip)
         if self.complete is not None and not unmatched:
-            notes += self.complete(renamed, skipped)
+            notes += self.complete(renamed, skipped, source)
         return renamed, unmatched, notes
 
     def from_official(
@@ -233,6 +236,8 @@ def hf_prefixed(key: str) -> str:
     its files."""
     if key.startswith(("embeddings.", "encoder.", "layernorm.")):
         return f"convnext.{key}"
+    if key.startswith("hidden_states_norms."):  # ConvNextBackbone's norms, by stage name
+        return hf_backbones.stage_norm_key(key)
     return key.removeprefix("model.") if key.startswith("model.stages.") else key
 
 
@@ -269,7 +274,7 @@ def fcmae_read(key: str, value: np.ndarray) -> tuple[np.ndarray, str | None]:
     return value, None
 
 
-def fcmae_complete(tensors: dict[str, np.ndarray], skipped: dict) -> list[str]:
+def fcmae_complete(tensors: dict[str, np.ndarray], skipped: dict, read_from: dict) -> list[str]:
     """The encoder has no final norm (the decoder follows it): added at the values fine-tuning
     starts from, as ConvNeXt-V2's main_finetune.py and timm's .fcmae weights leave it."""
     last = next((v.shape[0] for k, v in tensors.items() if k == "downsample_layers.3.1.bias"), None)
@@ -283,7 +288,7 @@ def fcmae_complete(tensors: dict[str, np.ndarray], skipped: dict) -> list[str]:
     ]
 
 
-def dinov3_complete(tensors: dict[str, np.ndarray], skipped: dict) -> list[str]:
+def dinov3_complete(tensors: dict[str, np.ndarray], skipped: dict, read_from: dict) -> list[str]:
     """DINOv3's norms.3 is its final norm again (one module, two names): checked, not read."""
     for p in ("weight", "bias"):
         copy = skipped.get(f"norms.3.{p}")
@@ -310,7 +315,7 @@ TIMM_LAYOUT = KeyLayout(
 )
 HF_LAYOUT = KeyLayout(
     "hf",
-    rules=HF + HF_V2 + HF_DINOV3,
+    rules=HF + HF_V2 + HF_DINOV3 + hf_backbones.NORMS,
     signatures=(
         "convnext.embeddings.patch_embeddings.weight",
         "convnextv2.embeddings.patch_embeddings.weight",
@@ -320,6 +325,7 @@ HF_LAYOUT = KeyLayout(
     ),
     normalise_key=hf_prefixed,
     written_key=hf.written_key,
+    complete=hf_backbones.unit_final_norm,  # DINOv3ConvNextBackbone: no norm at all
 )
 DINOV3 = KeyLayout(  # Meta's dinov3 .pth files: the official names, the final norm twice
     "dinov3",
@@ -346,29 +352,67 @@ FCMAE_LAYOUT = KeyLayout(
     ),
     complete=fcmae_complete,
 )
+MMPRETRAIN_LAYOUT = KeyLayout(  # mmpretrain, mmdetection, mmsegmentation: converters.names.mm
+    "mmpretrain",
+    rules=mm.MMPRETRAIN,
+    signatures=mm.SIGNATURES,
+    on_read=timm_read,  # the same two fix-ups: 1x1-conv MLP weights, GRN's (4C,)
+    complete=mm.pooled_final_norm,
+)
+TORCHVISION_LAYOUT = KeyLayout(  # torchvision.models.convnext_*: see converters.names.torchvision
+    "torchvision",
+    rules=torchvision.TORCHVISION,
+    signatures=torchvision.SIGNATURES,
+    on_read=torchvision.on_read,
+    on_write=torchvision.on_write,
+    complete_on_write=torchvision.complete_on_write,
+)
 
 # The layouts as users name them (`--from`), and below in the order detect() tries them.
-LAYOUT_NAMES = ("official", "timm", "hf", "open_clip", "fcmae", "dinov3")
+LAYOUT_NAMES = (
+    "official",
+    "timm",
+    "hf",
+    "open_clip",
+    "fcmae",
+    "dinov3",
+    "torchvision",
+    "mmpretrain",
+)
 # Every layout, in the order detect() tries their signatures.
 KEY_LAYOUTS: dict[str, KeyLayout] = {
     layout.name: layout
-    for layout in (HF_LAYOUT, OPEN_CLIP_LAYOUT, FCMAE_LAYOUT, TIMM_LAYOUT, DINOV3, OFFICIAL)
+    for layout in (
+        HF_LAYOUT,
+        OPEN_CLIP_LAYOUT,
+        FCMAE_LAYOUT,
+        TIMM_LAYOUT,
+        TORCHVISION_LAYOUT,
+        DINOV3,
+        MMPRETRAIN_LAYOUT,
+        OFFICIAL,
+    )
 }
 LAYOUT_CHOICES = ("auto", *LAYOUT_NAMES)  # what `--from` / `layout` takes: auto detects
-WRITTEN_LAYOUTS = ("official", "timm", "hf")  # the PyTorch layouts convert writes
+WRITTEN_LAYOUTS = ("official", "timm", "hf", "torchvision")  # the PyTorch layouts convert writes
 TARGETS = ("keras", "keras-applications", *WRITTEN_LAYOUTS)  # what convert writes
 
 
 _PLACEHOLDER = {
     "i": r"(?P<i>\d+)",
+    "2i": r"(?P<even>\d*[02468])",  # 2i: read back as i
+    "2i+1": r"(?P<odd>\d*[13579])",  # 2i + 1: read back as i
     "j": r"(?P<j>\d+)",
     "k": r"(?P<k>\d+)",
     "p": r"(?P<p>weight|bias)",
 }
 
 
+_FIELD = re.compile(r"\{(2i\+1|2i|\w)\}")  # a placeholder of a template
+
+
 def _compile(template: str) -> re.Pattern:
-    parts = re.split(r"\{(\w)\}", template)  # literal, name, literal, name, ...
+    parts = _FIELD.split(template)  # literal, name, literal, name, ...
     pattern = "".join(
         _PLACEHOLDER[part] if n % 2 else re.escape(part) for n, part in enumerate(parts)
     )
@@ -382,8 +426,24 @@ def rename(key: str, rules: Iterable[tuple[str, str]], reverse: bool = False) ->
         source, target = (official, foreign) if reverse else (foreign, official)
         match = _compile(source).fullmatch(key)
         if match:
-            return target.format(**match.groupdict())
+            values = match.groupdict()
+            for doubled, offset in (("even", 0), ("odd", 1)):
+                if doubled in values:
+                    values["i"] = str((int(values.pop(doubled)) - offset) // 2)
+            return _fill(target, values)
     return None
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """`template` with its placeholders replaced by `values` ({2i} and {2i+1} from i)."""
+
+    def value(field: re.Match) -> str:
+        name = field.group(1)
+        if name.startswith("2i"):
+            return str(2 * int(values["i"]) + (name == "2i+1"))
+        return values[name]
+
+    return _FIELD.sub(value, template)
 
 
 def detect(keys: Iterable[str]) -> str | None:

@@ -98,9 +98,7 @@ def keras_model_from_state(
             "a model with weights cannot be built inside a keras.StatelessScope: its variables "
             "would take their values only when the scope ends, and assigning does not stick"
         )
-    with torch.device("meta"):  # the names and shapes, before anything is built
-        expected = convnext_torch.create_model(spec).state_dict()
-    check_match(state, {key: tuple(value.shape) for key, value in expected.items()})
+    check_match(state, expected_shapes(spec))  # the names and shapes, before anything is built
     tensors, parameters = len(state.tensors), sum(int(v.size) for v in state.tensors.values())
 
     def value_of(key: str) -> Callable:
@@ -182,6 +180,15 @@ def load_torch_model(
     expected = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
     check_match(state, expected)
     torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in state.tensors.items()})
+
+
+def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """The state_dict names and shapes of a model of `spec` (PyTorch's layout): what
+    check_match holds a checkpoint to, for convert and inspect alike. Built on the meta
+    device: no memory, no initialisation."""
+    with torch.device("meta"):
+        model = convnext_torch.create_model(spec)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 def check_match(state: StateDict, expected: Mapping[str, tuple[int, ...]]) -> None:

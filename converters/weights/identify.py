@@ -1,4 +1,5 @@
-"""Which model a checkpoint is: the ModelSpec read off the tensor shapes (`infer_spec`), or
+"""Which model a checkpoint is: the ModelSpec read off the tensor shapes (`spec_from_shapes`,
+completed from the named variant they fit by `infer_spec`), or
 resolved against a named variant and the user's options (`resolve_spec`), with what only a
 named variant can tell (SimpleNorm vs RMSNorm, eps); and a checkpoint read as such a model,
 saying what was found (`read_state`, `model_spec`)."""
@@ -33,10 +34,11 @@ def read_state(
     ema: bool = False,
     key: str | None = None,
     log: Log = quiet,
+    prefix: str | None = None,
 ) -> StateDict:
     """The checkpoint's StateDict, saying what was found and any note on it."""
     log(f"reading {path}")
-    state = load_state_dict(path, layout=layout, ema=ema, key=key)
+    state = load_state_dict(path, layout=layout, ema=ema, key=key, prefix=prefix)
     where = f" under {state.wrapper!r}" if state.wrapper else ""
     dtypes = ", ".join(state.dtypes)
     log(f"found {len(state.tensors)} tensors ({dtypes}){where}, {state.layout} layout")
@@ -59,7 +61,8 @@ def state_notes(state: StateDict, ema: bool) -> list[str]:
         notes.append(f"skipped {len(state.outside_backbone)} tensors outside 'backbone.': {listed}")
     notes += [f"note: {note}" for note in state.notes]
     eps = (state.config or {}).get("layer_norm_eps")
-    if isinstance(eps, (int, float)) and eps != 1e-6:
+    final_norm = "norm.weight" in state.tensors  # a backbone's norms are 1e-6 in transformers
+    if isinstance(eps, (int, float)) and eps != 1e-6 and final_norm:
         notes.append(
             f"note: config.json gives the final LayerNorm eps {eps:g}; these models use 1e-6, "
             "which moves logits by about 1e-6 / (2 x variance of the pooled features) relative "
@@ -127,16 +130,28 @@ def checked_spec(variant: str, **overrides) -> ModelSpec:
 
 
 def infer_spec(state: StateDict) -> ModelSpec:
+    """The model a checkpoint is, as `convnext convert` infers it: the spec its shapes show,
+    completed by the one named variant they fit with what no tensor records (RMSNorm or
+    SimpleNorm, the norms' eps). Raises ConversionError, as the command line refuses, when the
+    shapes fit no named variant (timm's test_convnext: its tanh GELU and eps 1e-5 are in no
+    tensor, and a model built from its shapes alone is off by 1e-4) or several."""
+    return with_hidden_fields(spec_from_shapes(state), state.source)
+
+
+def spec_from_shapes(state: StateDict) -> ModelSpec:
     """The spec of the model an official-layout state_dict belongs to, read off its keys and
     shapes (hierarchical V1 or V2, detection backbone, or isotropic). Its depths and dims may
-    name no variant; resolve_spec insists on one."""
+    name no variant, and what no tensor records (norm eps, RMSNorm vs SimpleNorm) is the
+    defaults': infer_spec and resolve_spec complete it from a named variant."""
     tensors = state.tensors
     isotropic = "stem.weight" in tensors
     stem = "stem.weight" if isotropic else "downsample_layers.0.0.weight"
     if stem not in tensors:
         sample = ", ".join(list(tensors)[:3]) or "no tensors at all"
+        official = state.layout == "official"
+        named = "" if official else f" (its official name; read as the {state.layout} layout)"
         raise ConversionError(
-            f"{state.source}: not an official-layout ConvNeXt state_dict: no {stem} "
+            f"{state.source}: not a whole ConvNeXt state_dict: no stem {stem}{named} "
             f"(found {sample})"
         )
     stem_convs = [stem] if isotropic else stem_conv_keys(tensors)
@@ -216,7 +231,7 @@ def resolve_spec(
     if num_classes is not None and num_classes < 0:
         raise ConversionError(f"`num_classes` must be 0 (no head) or more, got {num_classes}")
     try:
-        inferred = infer_spec(state)
+        inferred = spec_from_shapes(state)
     except ConversionError:
         if variant is None:
             raise

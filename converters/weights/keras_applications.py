@@ -1,4 +1,5 @@
-"""Official ConvNeXt weights -> keras.applications.ConvNeXt{Tiny,...,XLarge}.
+"""Official ConvNeXt weights <-> keras.applications.ConvNeXt{Tiny,...,XLarge}, one table
+(`variables_by_key`) both ways: `assign` writes a model, `official_tensors` reads one back.
 
 For a TF deployment built on keras.applications that must take a PyTorch fine-tune. Its model
 differs from convnext_tf in four ways that matter here:
@@ -15,7 +16,7 @@ Every variable is assigned by layer, counted, and checked against the model's fu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
@@ -148,6 +149,26 @@ def assign(
         value = np.ascontiguousarray(state.tensors[key].transpose(mapping.TRANSPOSES[kind]))
         variable.assign(value.astype(variable.dtype, copy=False))
     return skipped
+
+
+def official_tensors(
+    read: Callable[[keras.Variable], np.ndarray],
+    model: keras.Model,
+    depths: tuple[int, ...],
+    include_top: bool,
+) -> dict[str, np.ndarray]:
+    """assign's inverse, by the same table: each of the model's variables as stored in a file
+    (`read(variable)`, in Keras' axis order) under its official key, in PyTorch's axis order.
+    Every variable of the model is read exactly once."""
+    targets = list(variables_by_key(model, depths, include_top))
+    if {id(variable) for _, variable, _ in targets} != {id(v) for v in model.weights}:
+        raise ConversionError(f"keras.applications {model.name}: variables the table misses")
+    tensors = {}
+    for key, variable, kind in targets:
+        # (kh, kw, in/g, out) -> (out, in/g, kh, kw), grouped depthwise (kh, kw, 1, C) too
+        back = tuple(int(a) for a in np.argsort(mapping.TRANSPOSES[kind]))
+        tensors[key] = mapping.transposed(np.asarray(read(variable)), back)
+    return tensors
 
 
 def to_pixels(images: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Each target convert writes, from tensors already in the official layout: a Keras file, a
-keras.applications weights file, or a PyTorch file in the official, timm or Hugging Face layout.
+keras.applications weights file, or a PyTorch file in the official, timm, Hugging Face or
+torchvision layout.
 Each returns a ConversionResult with the line of Python that loads what was written."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from converters.errors import Log, quiet
 from converters.files.checkpoint import StateDict
 from converters.files.keras_files import keras_spec, load_keras_model
 from converters.files.writers import write_hf_directory, write_keras, write_torch
-from converters.names import hf, layouts
+from converters.names import hf, layouts, torchvision
 from converters.weights import keras_applications
 from converters.weights.convert import keras_model_from_state, keras_to_torch
 from converters.weights.identify import build_arguments, checked_spec, describe
@@ -122,6 +123,8 @@ def write_pytorch(
 ) -> ConversionResult:
     if layout == "hf":
         hf.check_representable(spec)
+    if layout == "torchvision":
+        torchvision.check_representable(spec)
     renamed, notes = layouts.from_official(tensors, layout, spec)
     log(f"writing {dst} ({', '.join([f'{layout} layout', *notes])})")
     if layout == "hf":
@@ -131,6 +134,8 @@ def write_pytorch(
         write_torch(renamed, dst, force)
         safetensors = dst.name.endswith(".safetensors")
         reader = "safetensors.torch.load_file" if safetensors else "torch.load"
+        if layout == "torchvision":
+            reader = f"{torchvision.builder(spec)}.load_state_dict({reader}({str(dst)!r}))"
     parameters = sum(int(v.size) for v in renamed.values())
     log(f"wrote {dst}: {len(renamed)} tensors, {parameters:,} parameters")
     return ConversionResult(Path(src), dst, layout, spec, len(renamed), parameters, reader)

@@ -148,6 +148,9 @@ def test_variants_lists_parameter_counts(capsys):
     code, out, _ = run(capsys, "variants")
     assert code == 0
     assert "convnext_tiny" in out and "28,589,128" in out and "350,196,968" in out
+    reads, writes = out.splitlines()[-2:]  # every layout read and every target written
+    assert all(layout in reads for layout in ("torchvision", "mmpretrain", "keras.applications"))
+    assert writes.endswith("keras, keras-applications, official, timm, hf, torchvision")
 
 
 def test_console_script_runs_as_its_own_process(tmp_path):

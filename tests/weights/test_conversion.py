@@ -19,8 +19,9 @@ from converters import (
     torch_to_keras,
 )
 from converters.names import mapping
-from convnext_spec.spec import as_backbone, spec_from_name
-from tests.support.helpers import Exploit, random_torch_model
+from converters.weights.identify import spec_from_shapes
+from convnext_spec.spec import ModelSpec, as_backbone, spec_from_name
+from tests.support.helpers import Exploit, random_torch_model, run
 from tests.support.parity import randomize_
 
 VARIANT = "convnext_atto"
@@ -210,7 +211,24 @@ def test_infer_spec_gives_back_the_spec_of_every_kind(spec):
     with torch.device("meta"):
         model = convnext_torch.create_model(spec)
     state = {k: np.empty(v.shape, np.float32) for k, v in model.state_dict().items()}
-    assert infer_spec(load_state_dict(state)) == spec
+    assert spec_from_shapes(load_state_dict(state)) == spec
+
+
+def test_infer_spec_refuses_what_the_command_line_refuses(capsys, tmp_path):
+    """timm's test_convnext (depths 1-2-4-2, dims 24-64) runs a tanh GELU with eps 1e-5, which
+    no tensor records: built from its shapes alone it is off by 1e-4. The library's
+    infer_spec refuses it with the command line's words; spec_from_shapes still reads them."""
+    spec = ModelSpec(depths=(1, 2, 4, 2), dims=(24, 32, 48, 64), num_classes=3)
+    with torch.device("meta"):
+        model = convnext_torch.create_model(spec)
+    tensors = {k: torch.zeros(v.shape) for k, v in model.state_dict().items()}
+    state = load_state_dict(tensors)
+    assert spec_from_shapes(state) == spec
+    with pytest.raises(ConversionError, match=r"no known convnext variant has depths \(1, 2, 4"):
+        infer_spec(state)
+    torch.save(tensors, tmp_path / "test_convnext.pth")
+    code, _, err = run(capsys, "convert", tmp_path / "test_convnext.pth", tmp_path / "t.keras")
+    assert code == 1 and "no known convnext variant has depths (1, 2, 4, 2)" in err
 
 
 def test_resolve_spec_takes_the_checkpoints_head_channels_and_layer_scale(torch_model):
