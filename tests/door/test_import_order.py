@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from convnext_spec import import_order
+
 ROOT = Path(__file__).parents[2]
 
 STAND_IN = """
@@ -60,13 +62,20 @@ def test_the_entry_points_import_triton_before_tensorflow(triton_path):
     assert result.stdout.strip() == "built"
 
 
-def test_tensorflow_imported_first_disables_triton_with_a_warning(triton_path):
-    """A user who imported TensorFlow before this project's packages: triton can no longer be
-    imported safely, so it is marked absent (torch runs as without it), and said."""
-    result = python(f"import tensorflow, convnext_torch; {BUILD_A_MODEL}", triton_path)
-    assert result.returncode == 0, result.stderr[-500:]
-    assert result.stdout.strip() == "built"
-    assert "triton is disabled in this process" in result.stderr
+def test_tensorflow_imported_first_disables_triton_with_a_warning(triton_path, monkeypatch):
+    """A user who imported TensorFlow before this project's packages (as this test process
+    did): triton can no longer be imported safely, so it is marked absent (torch runs as
+    without it), and said. Were the stand-in imported here, this process would die."""
+    assert "tensorflow" in sys.modules
+    monkeypatch.syspath_prepend(str(triton_path))
+    monkeypatch.delitem(sys.modules, "triton", raising=False)
+    try:
+        with pytest.warns(RuntimeWarning, match="triton is disabled in this process"):
+            import_order.import_triton_before_tensorflow()
+        with pytest.raises(ImportError):
+            import triton  # noqa: F401
+    finally:
+        sys.modules.pop("triton", None)
 
 
 @pytest.mark.parametrize("package", ["convnext_torch", "convnext_tf", "converters"])
