@@ -7,7 +7,9 @@ in converters.jobs, which a Python user calls with the same options as parameter
                      [--no-top] [--force]
     convnext verify TORCH_SRC DEPLOYED [--size H W] [--batch N] [--images DIR] [--layout nhwc|nchw]
                     [--pixels 0-255|0-1] [--mean R G B] [--std R G B] [--output logits|probabilities]
-                    [--atol A] [--rtol R] [--signature NAME] [--report PATH.html] [--json PATH]
+                    [--atol A] [--rtol R] [--signature NAME] [--output-name NAME]
+                    [--locate on-fail|always]
+                    [--report PATH.html] [--json PATH]
     convnext export SRC DST [--quantize float16|dynamic] [--variant NAME] [--force]
     convnext inspect FILE [--from ...] [--ema]
     convnext variants
@@ -67,6 +69,8 @@ FLAGS = {
     "mean": "--mean",
     "std": "--std",
     "signature": "--signature",
+    "output_name": "--output-name",
+    "locate": "--locate",
     "quantize": "--quantize",
 }
 
@@ -287,6 +291,18 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--signature", help="the signature to call (default serving_default)")
     verify.add_argument(
+        "--output-name",
+        metavar="NAME",
+        help="the output to compare, of a signature or Keras model with several",
+    )
+    verify.add_argument(
+        "--locate",
+        choices=("on-fail", "always"),
+        default="on-fail",
+        help="find a foreign artifact's blocks among its own tensors on a FAIL (default), or "
+        "on a PASS too",
+    )
+    verify.add_argument(
         "--allow-tf32", action="store_true", help="on a GPU, leave TensorFloat-32 on"
     )
     verify.add_argument(
@@ -412,8 +428,11 @@ def run_verify(args: argparse.Namespace, jobs) -> int:
         atol=args.atol,
         rtol=args.rtol,
         signature=args.signature,
+        output_name=args.output_name,
+        locate=args.locate,
         allow_tf32=args.allow_tf32,
         log=say,
+        wording=as_flags,
     )
     print(as_flags(result.format()))
     return 0 if result.passed else 1

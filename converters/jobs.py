@@ -11,6 +11,7 @@ through `log` (a function taking one line; the command line passes one that prin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from converters.deploy.export import export_model
@@ -135,13 +136,15 @@ def verify_file(
     json_path: str | Path | None = None,
     force: bool = False,
     log: Log = quiet,
+    wording: Callable[[str], str] | None = None,
     **options,
 ) -> Verification:
     """converters.deploy.verify.verify: check a deployed model (SavedModel, .tflite, Keras file)
     against a PyTorch checkpoint; the options are verify()'s. `report` (an HTML page) and
     `json_path` are checked before anything runs, as every output is (nothing replaced
     without `force`, never a directory, never one of the inputs), and written atomically
-    once the verdict is in."""
+    once the verdict is in. `wording` rewrites the `parameter` names in the report's text
+    (the command line passes its own, so that the page names its flags)."""
     sources = [path_argument("torch_src", torch_src), path_argument("deployed", deployed)]
     if options.get("images") is not None:
         sources.append(path_argument("images", options["images"]))
@@ -155,7 +158,10 @@ def verify_file(
     check_report_destinations(outputs, force, sources)
     result = verify(torch_src, deployed, log=log, **options)
     for name, path in outputs:
-        (write_report if name == "report" else write_json)(result, path, force)
+        if name == "report":
+            write_report(result, path, force, wording)
+        else:
+            write_json(result, path, force)
         log(f"wrote {path}")
     return result
 

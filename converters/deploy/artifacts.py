@@ -34,6 +34,7 @@ import numpy as np
 from converters.deploy.trace import is_backbone, keras_trace
 from converters.errors import ConversionError, first_sentence
 from converters.files.destinations import KERAS_SUFFIXES, suffix_of
+from converters.files.foreign_formats import check_not_keras2, check_not_tfjs
 from converters.files.guards import CONFIG_LIMIT, check_regular_file, keras_member
 from converters.files.keras_files import check_self_contained, load_keras_model
 from converters.files.savedmodel import check_savedmodel
@@ -56,6 +57,7 @@ class Artifact:
     description: str
     layout: str | None = "nhwc"  # nhwc or nchw
     size: tuple[int, int] | None = None  # a fixed (H, W) the artifact takes
+    batch: int | None = None  # a fixed batch it takes (litert-torch, onnx2tf, nobuco: 1)
     pixels: str | None = None  # 0-255 or 0-1 when it normalises its input itself
     output: str | None = "logits"  # logits, probabilities, features; None: not known
     precision: str = "float32"  # what it computes in: float32, float64, float16, dynamic-int8
@@ -85,6 +87,7 @@ class KerasArtifact(Artifact):
 
     model: keras.Model | None = None
     ours: bool = False
+    pick: int | None = None  # which of a foreign model's several outputs is compared
 
     @property
     def traced(self) -> bool:
@@ -92,8 +95,10 @@ class KerasArtifact(Artifact):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         out = self.model(x, training=False)
+        if isinstance(out, dict):  # a foreign model's named outputs, in output_names' order
+            out = list(out.values())
         if isinstance(out, (list, tuple)):  # a detection backbone: its last output
-            out = out[-1]
+            out = out[-1 if self.pick is None else self.pick]
         return keras.ops.convert_to_numpy(out)
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -118,16 +123,20 @@ class KerasApplicationsWeights(KerasArtifact):
         return super().run(x)
 
 
-def open_keras(path: Path, spec: ModelSpec | None) -> KerasArtifact:
+def open_keras(path: Path, spec: ModelSpec | None, output_name: str | None = None) -> KerasArtifact:
     check_regular_file(path)
-    if path.name.endswith(".weights.h5"):
+    weights = path.name.endswith(".weights.h5")
+    project = not weights and config_class(path) in KIND_OF_CLASS
+    if output_name is not None and (weights or project):
+        raise ConversionError(f"{path}: has one output; `output_name` picks among several")
+    if weights:
         if weights_are_ours(path):
             model = load_keras_model(path, spec)
             return ours(path, model, "this project's Keras weights (.weights.h5)")
         return keras_applications_weights(path, spec)
-    if config_class(path) in KIND_OF_CLASS:
+    if project:
         return ours(path, load_keras_model(path), "this project's Keras model (.keras)")
-    return foreign_keras(path)
+    return foreign_keras(path, output_name)
 
 
 def ours(path: Path, model: keras.Model, description: str) -> KerasArtifact:
@@ -195,7 +204,7 @@ def config_class(path: Path) -> str | None:
     return config.get("class_name") if isinstance(config, dict) else None
 
 
-def foreign_keras(path: Path) -> KerasArtifact:
+def foreign_keras(path: Path, output_name: str | None = None) -> KerasArtifact:
     """Any other .keras model (keras.applications, a hand-written port), loaded in safe mode
     and called as a black box."""
     try:
@@ -210,6 +219,10 @@ def foreign_keras(path: Path) -> KerasArtifact:
     last = getattr(model.layers[-1], "activation", None)
     softmax = getattr(last, "__name__", "") == "softmax"
     shape = model.inputs[0].shape if model.inputs else None
+    names = list(getattr(model, "output_names", None) or [])
+    picked = None
+    if names or output_name:
+        picked = pick_output(path, "the model", dict.fromkeys(names), output_name)
     artifact = KerasArtifact(
         path,
         "keras-applications" if applications else "keras",
@@ -221,8 +234,13 @@ def foreign_keras(path: Path) -> KerasArtifact:
         model=model,
         notes=precision_notes(model.compute_dtype),
     )
+    if len(names) > 1:
+        artifact.pick = names.index(picked)
+        artifact.output = output_kind_of(picked) or artifact.output
+        artifact.description += f", output {picked!r} of {len(names)}"
     if shape is not None:
         artifact.layout, artifact.size = layout_of(shape)
+        artifact.batch = batch_of(shape)
     if applications:
         artifact.notes.append("keras.applications normalises its input: it gets pixels 0-255")
     return artifact
@@ -258,7 +276,9 @@ class SavedModelArtifact(Artifact):
         return {name: value.numpy() for name, value in outputs.items()}
 
 
-def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
+def open_savedmodel(
+    path: Path, signature: str | None, output_name: str | None = None
+) -> SavedModelArtifact:
     import tensorflow as tf
 
     applications = check_savedmodel(path).keras_applications  # before TensorFlow runs any of it
@@ -273,7 +293,7 @@ def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
         raise ConversionError(f"{path}: no signature {key!r} (it has: {have}); pass `signature`")
     serving = signatures[key]
     input_name, spec = image_input(path, key, serving.structured_input_signature[1])
-    output_name = pick_output(path, key, serving.structured_outputs)
+    output_name = pick_output(path, key, serving.structured_outputs, output_name)
     others = sorted(name for name in serving.structured_outputs if name != output_name)
     layout, size = layout_of(spec.shape)
     artifact = SavedModelArtifact(
@@ -282,6 +302,7 @@ def open_savedmodel(path: Path, signature: str | None) -> SavedModelArtifact:
         f"a SavedModel, signature {key!r} ({input_name} -> {output_name})",
         layout=layout,
         size=size,
+        batch=batch_of(spec.shape),
         output=output_kind_of(output_name),
         precision=compared_precision(spec.dtype.name),
         input_dtype=spec.dtype.name,
@@ -341,15 +362,23 @@ def image_input(path: Path, key: str, inputs: dict) -> tuple[str, object]:
     return images[0]
 
 
-def pick_output(path: Path, key: str, outputs: dict) -> str:
+def pick_output(path: Path, key: str, outputs: dict, chosen: str | None = None) -> str:
+    """The output compared: `chosen` (`output_name`), the only one, or the one whose name says
+    logits or probabilities; with several and no such name, the user picks."""
+    where = key if key == "the model" else f"signature {key!r}"
+    if chosen is not None:
+        if chosen not in outputs:
+            have = ", ".join(map(str, outputs)) or "none"
+            raise ConversionError(f"{path}: {where} has no output {chosen!r} (it has: {have})")
+        return chosen
     if len(outputs) == 1:
         return next(iter(outputs))
     for name in ("logits", *PROBABILITY_NAMES, "output_0"):
         if name in outputs:
             return name
     raise ConversionError(
-        f"{path}: signature {key!r} has several outputs ({', '.join(outputs)}) and none is "
-        "called logits"
+        f"{path}: {where} has several outputs ({', '.join(map(str, outputs))}) and none is "
+        "called logits: pick one with `output_name`"
     )
 
 
@@ -382,6 +411,12 @@ def layout_of(shape) -> tuple[str | None, tuple[int, int] | None]:
     return layout, size
 
 
+def batch_of(shape) -> int | None:
+    """The fixed batch an input shape says (litert-torch's (1, 3, 224, 224)), or None."""
+    first = list(shape)[0] if len(list(shape)) else None
+    return None if first is None or int(first) < 0 else int(first)
+
+
 # --- TFLite -------------------------------------------------------------------------------
 
 
@@ -407,7 +442,9 @@ class TFLiteArtifact(Artifact):
         return {name: np.array(value) for name, value in outputs.items()}
 
 
-def open_tflite(path: Path, signature: str | None) -> TFLiteArtifact:
+def open_tflite(
+    path: Path, signature: str | None, output_name: str | None = None
+) -> TFLiteArtifact:
     check_regular_file(path)
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -423,10 +460,16 @@ def open_tflite(path: Path, signature: str | None) -> TFLiteArtifact:
     key = signature or SERVING_SIGNATURE
     if key not in signatures and signature is None and len(signatures) == 1:
         key = next(iter(signatures))  # a converter that named its one signature otherwise
-    if key not in signatures:
+    check_builtin_ops(path, interpreter)
+    if not signatures and signature is None:  # onnx2tf's: called by its model inputs
+        key, runner = MODEL_IO, ModelRunner(interpreter)
+        output_names = list(runner.outputs)
+    elif key not in signatures:
         have = ", ".join(signatures) or "none"
         raise ConversionError(f"{path}: no signature {key!r} (it has: {have}); pass `signature`")
-    runner = interpreter.get_signature_runner(key)
+    else:
+        runner = interpreter.get_signature_runner(key)
+        output_names = signatures[key]["outputs"]
     inputs = runner.get_input_details()
     images = [
         (name, d)
@@ -438,19 +481,21 @@ def open_tflite(path: Path, signature: str | None) -> TFLiteArtifact:
             f"{n} {d['dtype'].__name__}{list(d['shape'])}" for n, d in inputs.items()
         )
         raise ConversionError(
-            f"{path}: signature {key!r} takes no single float image batch "
+            f"{path}: {called(key)} takes no single float image batch "
             f"(it takes: {described or 'nothing'})"
         )
     input_name, details = images[0]
-    output_name = pick_output(path, key, dict.fromkeys(signatures[key]["outputs"]))
+    outputs = dict.fromkeys(output_names)
+    output_name = pick_output(path, key, outputs, output_name)
     layout, size = layout_of(details["shape_signature"])
     precision, weights = tflite_precision(interpreter)
     artifact = TFLiteArtifact(
         path,
         "tflite",
-        f"a .tflite file, signature {key!r} ({input_name} -> {output_name}), run by LiteRT",
+        f"a .tflite file, {called(key)} ({input_name} -> {output_name}), run by LiteRT",
         layout=layout,
         size=size,
+        batch=batch_of(details["shape_signature"]),
         output=output_kind_of(output_name),
         precision=precision,
         input_dtype=np.dtype(details["dtype"]).name,
@@ -459,10 +504,60 @@ def open_tflite(path: Path, signature: str | None) -> TFLiteArtifact:
         output_name=output_name,
     )
     artifact.notes.append(weights)
+    if len(outputs) > 1:
+        others = ", ".join(sorted(name for name in outputs if name != output_name))
+        artifact.notes.append(f"compared its output {output_name!r}; not its others ({others})")
     if TRACE_SIGNATURE in signatures and signature is None:
         artifact.stages = interpreter.get_signature_runner(TRACE_SIGNATURE)
         artifact.description += f", with the {TRACE_SIGNATURE!r} signature of convnext export"
     return artifact
+
+
+MODEL_IO = "the model"  # a .tflite file without signatures: its model inputs and outputs
+
+
+def check_builtin_ops(path: Path, interpreter) -> None:
+    """TensorFlow ops kept in a .tflite file (SELECT_TF_OPS: onnx2tf's FlexErf for the exact
+    GELU) run only where the Flex delegate is linked, which LiteRT's interpreter is not."""
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - LiteRT's only view of the graph
+    flex = sorted({op["op_name"] for op in ops if op["op_name"].startswith("Flex")})
+    if flex:
+        raise ConversionError(
+            f"{path}: uses TensorFlow ops ({', '.join(flex)}) that LiteRT runs only with the "
+            "Flex delegate, which its interpreter does not have (onnx2tf keeps Erf so)"
+        )
+
+
+def called(key: str) -> str:
+    return "no signature: its model inputs and outputs" if key == MODEL_IO else f"signature {key!r}"
+
+
+class ModelRunner:
+    """A .tflite file without signatures (onnx2tf's: TFLiteConverter.from_keras_model of a
+    tf_keras model writes none), called as LiteRT's signature runners are: by its model
+    inputs' names, returning its model outputs by name."""
+
+    _signature_key = None  # what a signature runner holds: this file has no signature
+
+    def __init__(self, interpreter) -> None:
+        self.interpreter = interpreter
+        self.allocated = False  # not before a batch's shape: a dynamic size may not fit 1x1
+        self.inputs = {d["name"]: d for d in interpreter.get_input_details()}
+        self.outputs = {d["name"]: d for d in interpreter.get_output_details()}
+
+    def get_input_details(self) -> dict[str, dict]:
+        return self.inputs
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        for name, value in feeds.items():
+            details = self.inputs[name]
+            if not self.allocated or tuple(value.shape) != tuple(details["shape"]):
+                self.interpreter.resize_tensor_input(details["index"], value.shape)
+                self.interpreter.allocate_tensors()
+                details["shape"], self.allocated = np.array(value.shape), True
+            self.interpreter.set_tensor(details["index"], value)
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_tensor(d["index"]) for name, d in self.outputs.items()}
 
 
 # The LiteRT operators whose second input is a weight tensor: where quantization matters.
@@ -557,23 +652,31 @@ def rejected(artifact: Artifact, x: np.ndarray, error: Exception) -> ConversionE
 
 
 def open_artifact(
-    path: str | Path, spec: ModelSpec | None = None, signature: str | None = None
+    path: str | Path,
+    spec: ModelSpec | None = None,
+    signature: str | None = None,
+    output_name: str | None = None,
 ) -> Artifact:
     """The deployed model at `path`, detected from what it is: a SavedModel directory (with a
     saved_model.pb), a .tflite file (LiteRT's flatbuffer), or a Keras file: this project's
     .keras / .weights.h5 (`spec`, from the PyTorch side, builds a .weights.h5), a
-    keras.applications model or weights file, or any other Keras model."""
+    keras.applications model or weights file, or any other Keras model. `output_name` picks
+    one of several outputs (of a signature, or of a Keras model)."""
     path = Path(path)
+    check_not_tfjs(path)
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ConversionError(f"{path}: a directory, but not a SavedModel (no saved_model.pb)")
-        return open_savedmodel(path, signature)
+        return open_savedmodel(path, signature, output_name)
     if not path.exists():
         raise ConversionError(f"{path}: no such file or directory")
     if path.suffix.lower() == ".tflite" or is_tflite(path):
-        return open_tflite(path, signature)
+        return open_tflite(path, signature, output_name)
+    if path.suffix.lower() in (".keras", ".h5") and not path.name.endswith(".weights.h5"):
+        check_regular_file(path)
+        check_not_keras2(path)
     if suffix_of(path, KERAS_SUFFIXES):
-        return open_keras(path, spec)
+        return open_keras(path, spec, output_name)
     raise ConversionError(
         f"{path}: not a deployed model this command reads (a SavedModel directory, a .tflite "
         "file, a .keras or .weights.h5 file)"

@@ -54,9 +54,8 @@ class Images:
 
 def random_images(count: int, size: tuple[int, int], channels: int, seed: int) -> Images:
     """`count` images of uniform random pixels: never constant, so that a layout, padding or
-    kernel orientation error cannot cancel out."""
-    if count < 2:
-        raise ConversionError("`batch` must be 2 or more: one image hides batch-axis errors")
+    kernel orientation error cannot cancel out. One image is allowed (an artifact may take no
+    more), but hides batch-axis errors: verify says so."""
     names = [f"random {i}" for i in range(count)]
     described = f"{count} random images of {size[0]}x{size[1]}, seed {seed}"
     return Images(names, size, channels, described, seed=seed)
@@ -124,6 +123,21 @@ class Feeding:
         normalised = (pixels - np.asarray(self.mean)) / np.asarray(self.std)
         return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
 
+    def both_inputs(self, pixels: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+        """(PyTorch's input, the artifact's) for `pixels`. An artifact that takes float16
+        (onnx2tf's float16 .tflite files) gets its input rounded to float16, and PyTorch then
+        gets the very values the artifact got (the rounded pixels, normalised), so that the
+        input's rounding, 5e-4 relative, is not counted as the artifact's error."""
+        given = self.artifact_input(pixels, dtype)
+        if np.dtype(dtype).itemsize >= 4:
+            return self.torch_input(pixels), given
+        values = given.astype(np.float64)
+        if self.layout == "nchw":
+            values = values.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        if self.pixels is not None:
+            return self.torch_input(values / PIXEL_SCALES[self.pixels]), given
+        return np.ascontiguousarray(values.transpose(0, 3, 1, 2)), given
+
     def artifact_input(self, pixels: np.ndarray, dtype: str) -> np.ndarray:
         if self.pixels is None:
             x = (pixels - np.asarray(self.mean)) / np.asarray(self.std)
@@ -171,12 +185,100 @@ def feeding(
     )
 
 
-def input_words(feed: Feeding) -> str:
+def input_words(feed: Feeding, dtype: str = "float32", batch: int | None = None) -> str:
     scale = "normalised" if feed.pixels is None else f"pixels {feed.pixels}"
-    return f"; the artifact gets {feed.layout.upper()} {scale}, PyTorch NCHW normalised"
+    words = f"; the artifact gets {feed.layout.upper()} {scale}"
+    if dtype != "float32":
+        words += f" {dtype}"
+    if batch is not None:
+        words += f" in batches of {batch}, its fixed batch"
+    words += ", PyTorch NCHW normalised"
+    if np.dtype(dtype).itemsize < 4:
+        words += " (the same rounded values)"
+    return words
+
+
+def in_fixed_batches(method, fixed: int | None, x: np.ndarray):
+    """method(x), for an artifact that takes exactly `fixed` images at a time (None: any
+    number): `x` goes in slices of `fixed`, the last one filled up with copies of its last
+    image, and the outputs (an array, or a dict of arrays) are joined again without the
+    copies."""
+    if fixed is None or len(x) == fixed:
+        return method(x)
+    parts = []
+    for start in range(0, len(x), fixed):
+        chunk = x[start : start + fixed]
+        real = len(chunk)
+        if real < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - real, axis=0)])
+        parts.append((method(chunk), real))
+    if isinstance(parts[0][0], dict):
+        return {
+            name: np.concatenate([np.asarray(out[name])[:real] for out, real in parts])
+            for name in parts[0][0]
+        }
+    return np.concatenate([np.asarray(out)[:real] for out, real in parts])
 
 
 def channels_first(value: np.ndarray) -> np.ndarray:
     """A channels-last 4-D output in PyTorch's (N, C, H, W) order; others as they are."""
     value = np.asarray(value)
     return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+
+
+OUTPUT_GUESSES = {
+    "probabilities": "are non-negative and sum to 1 in every row",
+    "logits": "do not say what they are and are not probabilities",
+}
+
+
+def output_kind(outputs: np.ndarray) -> str:
+    """Probabilities when every row is a distribution (no set of logits is, but by accident),
+    else logits: what a black box returns, when nothing else says."""
+    rows = outputs.reshape(len(outputs), -1)
+    if np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, rtol=0, atol=1e-4):
+        return "probabilities"
+    return "logits"
+
+
+def probe_output(model, artifact: Artifact, feed: Feeding, pixels: np.ndarray, run):
+    """The artifact's output on the first batch (`run`: verify's call of artifact.run), run
+    before any PyTorch work, so that an input it refuses (layout, size, batch, dtype) or a
+    class count that is not PyTorch's is said in seconds, not after the reference and its
+    float64 floor. Settles `feed.output` where nothing said it, with the note saying how.
+    Returns the output (channels first, float64) and those notes."""
+    _, given = feed.both_inputs(pixels, artifact.input_dtype)
+    got = channels_first(np.asarray(run(given), dtype=np.float64))
+    head = getattr(model, "head", None)
+    classes, width = getattr(head, "out_features", None), getattr(head, "in_features", None)
+    notes = []
+    if feed.output is None:
+        if classes and got.ndim == 2 and got.shape[1] == width != classes:
+            feed.output, why = "features", f"have {width} values an image, not {classes}"
+        else:
+            feed.output = output_kind(got)
+            why = OUTPUT_GUESSES[feed.output]
+        notes.append(
+            f"the artifact's outputs {why}: compared as {feed.output} (pass `output` to say "
+            "otherwise)"
+        )
+    if classes and feed.output != "features" and got.shape != (len(got), classes):
+        raise ConversionError(
+            f"{artifact.path}: gives outputs of shape {tuple(got.shape)}, the PyTorch model "
+            f"{(len(got), classes)}: another variant or class count?"
+        )
+    if artifact.batch is not None and artifact.batch < len(pixels):
+        one = "one at a time" if artifact.batch == 1 else f"{artifact.batch} at a time"
+        notes.append(f"it takes a fixed batch of {artifact.batch}: the images went to it {one}")
+    elif len(pixels) == 1:
+        notes.append("one image a batch (`batch` 1): an error across the batch axis cannot show")
+    return got, notes
+
+
+def served_name(expected: dict, output: str | None) -> str:
+    """The reference point the artifact's output is compared with: the last one (head, or
+    norm without a head, or a backbone's last norm), or the pooled features (norm) where the
+    artifact serves features of a model that has a head."""
+    if output == "features" and "head" in expected and "norm" in expected:
+        return "norm"
+    return list(expected)[-1]

@@ -12,6 +12,8 @@ import base64
 import html
 import io
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from converters.deploy.result import ImageRow, Point, Verification
@@ -236,6 +238,15 @@ def e(value: object) -> str:
     return html.escape(str(value))
 
 
+def text(value: str, wording: Callable[[str], str] | None) -> str:
+    """Words of the result for the page: the `parameter` names in them written by `wording`
+    (the command line's passes its flags: `size` -> --size), else kept as the Python names
+    a library user passes, shown as code."""
+    if wording is not None:
+        return e(wording(value))
+    return re.sub(r"`([^`<>&]+)`", r"<code>\1</code>", e(value))
+
+
 def num(x: float) -> str:
     return f'<td class="num">{x:.3e}</td>'
 
@@ -281,10 +292,11 @@ def plot_html(v: Verification) -> str:
     return f'<img alt="relative difference along the network" src="data:image/png;base64,{data}">'
 
 
-def render_html(v: Verification) -> str:
-    """One self-contained page (nothing fetched from anywhere) that can be attached or mailed."""
+def render_html(v: Verification, wording: Callable[[str], str] | None = None) -> str:
+    """One self-contained page (nothing fetched from anywhere) that can be attached or mailed;
+    `wording`: how the `parameter` names in its text are written (see text())."""
     o = v.output
-    parts = [f'<h1 class="{v.verdict.lower()}">{e(v.verdict_line())}</h1>']
+    parts = [f'<h1 class="{v.verdict.lower()}">{text(v.verdict_line(), wording)}</h1>']
     if v.first_divergence:
         parts.append(f'<p class="divergence">first divergence: {e(v.first_divergence)}</p>')
     parts += [plot_html(v), "<h2>Points along the network</h2>"]
@@ -310,7 +322,8 @@ def render_html(v: Verification) -> str:
         head = ["image", "PyTorch top-1", "artifact top-1", "agree", "max abs diff"]
         parts += ["<h2>Images</h2>", table([image_row(r) for r in v.images], head)]
     if v.notes:
-        parts += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{e(x)}</li>" for x in v.notes) + "</ul>"]
+        notes = "".join(f"<li>{text(x, wording)}</li>" for x in v.notes)
+        parts += ["<h2>Notes</h2>", f"<ul>{notes}</ul>"]
     compared = {
         "PyTorch source": v.torch_source,
         "deployed": v.deployed,
@@ -328,10 +341,15 @@ def render_html(v: Verification) -> str:
     )
 
 
-def write_report(result: Verification, path: str | Path, force: bool = False) -> None:
+def write_report(
+    result: Verification,
+    path: str | Path,
+    force: bool = False,
+    wording: Callable[[str], str] | None = None,
+) -> None:
     """`result` as one self-contained HTML page (converters.deploy.report), written atomically;
-    an existing file is replaced only with `force`."""
-    write_text(render_html(result), Path(path), force)
+    an existing file is replaced only with `force`; `wording` as for render_html."""
+    write_text(render_html(result, wording), Path(path), force)
 
 
 def write_json(result: Verification, path: str | Path, force: bool = False) -> None:

@@ -35,6 +35,7 @@ class Point:
     scale: float = 1.0  # the largest absolute reference value
     note: str = ""  # why it cannot be compared, e.g. "shape (2, 8, 16, 17) vs (2, 8, 15, 16)"
     nonfinite: int = 0  # images where the artifact gives NaN or Inf here (PyTorch is finite)
+    source: str = ""  # a foreign artifact's own name for the tensor compared (located by value)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +81,7 @@ class Verification:
     environment: dict[str, str]  # versions, oneDNN, threads, device, TF32
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    caveat: str = ""  # on a PASS: the slips a wide tolerance cannot see (deploy.hints)
 
     @property
     def verdict(self) -> str:
@@ -98,9 +100,10 @@ class Verification:
             else "given"
         )
         atol = f", atol {t['atol']:.2e}" if t["atol"] else ""
+        caveat = f"; {self.caveat}" if self.passed and self.caveat else ""
         return (
             f"{self.verdict}: {self.output_kind} max rel {self.output.max_rel:.2e} "
-            f"(tolerance {t['rtol']:.2e}{atol}: {how})"
+            f"(tolerance {t['rtol']:.2e}{atol}: {how}){caveat}"
         )
 
     def format(self) -> str:
@@ -112,9 +115,10 @@ class Verification:
             lines.append(f"{'':<22}{'max abs':>11}{'max rel':>11}{'floor':>11}{'tolerance':>11}")
             for p in self.points:
                 flag = "" if p.ok else "  <- " + (p.note or "out of tolerance")
+                source = f"  [{p.source}]" if p.source else ""  # where it was located
                 lines.append(
                     f"{p.name:<22}{p.max_abs:>11.2e}{p.max_rel:>11.2e}{p.floor:>11.2e}"
-                    f"{p.tolerance:>11.2e}{flag}"
+                    f"{p.tolerance:>11.2e}{flag}{source}"
                 )
         else:
             lines.append(f"intermediate:  not compared ({self.artifact_black_box_reason()})")

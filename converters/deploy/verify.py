@@ -14,6 +14,7 @@ block (`stages.2.5`) or stem (`downsample_layers.0`) where the artifact goes wro
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import platform
@@ -28,6 +29,7 @@ import torch
 
 import convnext_torch
 from converters.deploy.artifacts import QUANTIZED_ELEMENTS, Artifact, open_artifact, rejected
+from converters.deploy.hints import Evidence, advise
 from converters.deploy.inputs import (
     CHANNEL_ORDERS,
     OUTPUT_KINDS,
@@ -37,12 +39,16 @@ from converters.deploy.inputs import (
     channels_first,
     feeding,
     folder_images,
+    in_fixed_batches,
     input_words,
+    probe_output,
     random_images,
+    served_name,
 )
+from converters.deploy.locate import LOCATE_IMAGES, Location, locate_points
 from converters.deploy.result import ImageRow, Point, Verification
 from converters.deploy.trace import torch_trace
-from converters.errors import ConversionError, Log, path_argument, quiet
+from converters.errors import ConversionError, Log, choice_argument, path_argument, quiet
 from converters.startup import native_notices_silenced
 from converters.weights.convert import load_torch_model
 from converters.weights.identify import model_spec, read_state
@@ -115,6 +121,20 @@ class Tally:
         )
 
 
+def judged(tolerance: Callable[[float], float], floor_scale: float):
+    """The comparison locate makes at each candidate (converters.deploy.locate.Judge): the
+    same Tally, tolerance and floor as every traced point's."""
+
+    def judge(name, reference, found, floor) -> Point:
+        tally = Tally()
+        tally.add(reference, found)
+        if floor is not None:
+            tally.add_floor(reference[: len(floor)], floor)
+        return tally.point(name, tolerance, floor_scale=floor_scale)
+
+    return judge
+
+
 def nan_max(values: np.ndarray) -> float:
     """The largest value, or NaN if there is one: a NaN must fail, not vanish in max()."""
     values = np.asarray(values)
@@ -163,6 +183,8 @@ def verify(
     allow_tf32: bool = False,
     log: Log = quiet,
     prefix: str | None = None,
+    output_name: str | None = None,
+    locate: str = "on-fail",
 ) -> Verification:
     """Check the deployed model at `deployed` against the PyTorch checkpoint `torch_src`.
 
@@ -176,7 +198,10 @@ def verify(
     raw pixels (None: normalised like the PyTorch input, with `mean` and `std`, ImageNet's by
     default, which the PyTorch side always gets); output "logits" / "probabilities" (then
     compared with PyTorch's softmax). atol / rtol replace the derived tolerance.
-    signature: the SavedModel / .tflite signature to call (default serving_default).
+    signature: the SavedModel / .tflite signature to call (default serving_default);
+    output_name: which of its outputs (or a Keras model's) to compare, where it has several.
+    locate: "on-fail" (default) or "always": when a foreign artifact's blocks are looked for
+        among its own tensors (verify_models).
     allow_tf32: on a GPU, leave TensorFloat-32 on (it is turned off in both by default).
     """
 
@@ -194,7 +219,7 @@ def verify(
     load_torch_model(state, reference)
     del state
     log(f"opening {deployed}")
-    artifact = open_artifact(deployed, spec, signature)
+    artifact = open_artifact(deployed, spec, signature, output_name)
     log(f"found {artifact.description}")
     if size is None:
         size = artifact.size or (224, 224)
@@ -220,6 +245,7 @@ def verify(
         torch_source=str(torch_src),
         started=started,
         log=log,
+        locate=locate,
     )
 
 
@@ -343,12 +369,22 @@ def verify_models(
     torch_source: str = "",
     started: float | None = None,
     log: Log = quiet,
+    locate: str = "on-fail",
 ) -> Verification:
     """verify() on models already in memory: `model`, a convnext_torch model (any dtype; it
     is copied to the precisions needed), `artifact` (converters.deploy.artifacts), `inputs` and how
-    to `feed` them. Python users with a model in hand start here."""
+    to `feed` them. Python users with a model in hand start here. A foreign artifact's blocks
+    are found among its own tensors (converters.deploy.locate) when its output FAILS, where
+    they say where it goes wrong; `locate="always"` finds them on a PASS too (it costs a
+    second run of the first batch: for a SavedModel, freezing its graph)."""
+    choice_argument("locate", locate, ("on-fail", "always"))
     started = time.perf_counter() if started is None else started
     feed = dataclasses.replace(feed)  # the output kind may be settled below: not the caller's
+    batches = inputs.batches(batch)
+    first_batch = next(batches)  # the artifact runs it before any PyTorch work: a batch,
+    probed, guessed = probe_output(  # size or class count it refuses is said in seconds
+        model, artifact, feed, first_batch[1], lambda x: call(artifact.run, artifact, x)
+    )
     environment = numeric_environment(artifact, allow_tf32)
     precision = artifact.precision
     # The reference computes as the artifact should; the baseline is PyTorch itself one
@@ -365,7 +401,7 @@ def verify_models(
     floored_at_most = len(inputs.names)
     if precision == "float32":
         floored_at_most = floor_images(model, inputs.size, inputs.channels, floored_at_most)
-    notes = list(artifact.notes) + list(feed.notes)
+    notes = list(artifact.notes) + list(feed.notes) + guessed
     if artifact.layout is None and feed.layout == "nhwc":
         notes.append("the artifact's input shape does not say its layout: NHWC assumed")
     tallies: dict[str, Tally] = {}
@@ -373,16 +409,31 @@ def verify_models(
     rows: list[ImageRow] = []
     topk_same: list[bool] = []
     output_name, k, floored = None, 5, 0
+    factor = FACTOR
+    smallest = UNIT_ROUNDOFF.get(precision, UNIT_ROUNDOFF["float32"])
+    # No float128 to measure a float64 artifact's floor against: rounding error scales with
+    # the unit roundoff, so the float32 floor measured (float32 against float64) times 2^-29.
+    floor_scale = (
+        UNIT_ROUNDOFF["float64"] / UNIT_ROUNDOFF["float32"] if precision == "float64" else 1.0
+    )
+
+    def tolerance(floor: float) -> float:
+        if rtol is not None:
+            return rtol
+        return float("nan") if math.isnan(floor) else factor * max(floor, smallest)
+
+    located: Location | None = None  # a foreign artifact's points, found by value (locate)
+    first_seen = None  # its first batch: given, the reference's points, the floor's
     log(f"comparing on {inputs.description}")
-    for names, pixels in inputs.batches(batch):
-        x = feed.torch_input(pixels)
+    for index, (names, pixels) in enumerate(itertools.chain([first_batch], batches)):
+        x, given = feed.both_inputs(pixels, artifact.input_dtype)
         expected = torch_trace(reference, x)
         check_reference_finite(expected, names)
-        output_name = list(expected)[-1]  # head, norm (no head) or a backbone's last norm
+        output_name = served_name(expected, feed.output)  # head, norm, a backbone's last norm
         m = min(len(names), floored_at_most - floored)
         floor = torch_trace(baseline, x[:m]) if m > 0 else {}
         floored += m
-        given = feed.artifact_input(pixels, artifact.input_dtype)
+        found = {}
         if artifact.traced:
             found = call(artifact.trace, artifact, given)
             for name in expected:  # in the order the model computes them
@@ -391,13 +442,15 @@ def verify_models(
                     tally.add(expected[name], channels_first(found[name]))
                     if m > 0:
                         tally.add_floor(expected[name][:m], floor[name])
-        got = channels_first(np.asarray(call(artifact.run, artifact, given), dtype=np.float64))
-        if feed.output is None:
-            feed.output = output_kind(got)
-            notes.append(
-                f"the artifact's outputs {OUTPUT_GUESSES[feed.output]}: compared as "
-                f"{feed.output} (pass `output` to say otherwise)"
-            )
+        elif index == 0:  # a foreign artifact: its own tensors, on the first batch, below
+            first_seen = (given, expected, floor)
+        got = (
+            probed
+            if index == 0
+            else channels_first(np.asarray(call(artifact.run, artifact, given), dtype=np.float64))
+        )
+        if index == 0:  # what the hints after the verdict are tried on
+            evidence = Evidence(x, got, {k: channels_first(v) for k, v in found.items()})
         want = expected[output_name]
         if feed.output == "probabilities":
             want = softmax(want)
@@ -417,21 +470,21 @@ def verify_models(
                 found_class = int(g.argmax()) if finite else -1  # NaN agrees with no class
                 rows.append(ImageRow(name, int(w.argmax()), found_class, nan_max(abs(w - g))))
                 topk_same.append(finite and set(np.argsort(-w)[:k]) == set(np.argsort(-g)[:k]))
-    factor = FACTOR
-    smallest = UNIT_ROUNDOFF.get(precision, UNIT_ROUNDOFF["float32"])
-    # No float128 to measure a float64 artifact's floor against: rounding error scales with
-    # the unit roundoff, so the float32 floor measured (float32 against float64) times 2^-29.
-    floor_scale = (
-        UNIT_ROUNDOFF["float64"] / UNIT_ROUNDOFF["float32"] if precision == "float64" else 1.0
-    )
-
-    def tolerance(floor: float) -> float:
-        if rtol is not None:
-            return rtol
-        return float("nan") if math.isnan(floor) else factor * max(floor, smallest)
-
     final = served.point(output_name, tolerance, atol or 0.0, floor_scale)
+    if first_seen is not None and (locate == "always" or not final.ok):
+        log("locating the intermediate outputs among the artifact's own tensors")
+        judge = judged(tolerance, floor_scale)
+        with native_notices_silenced():  # LiteRT's INFO lines from a second interpreter
+            located = locate_points(artifact, *first_seen, judge)
+    elif first_seen is not None:
+        notes.append(
+            "intermediate outputs: a foreign artifact's blocks are located among its own "
+            "tensors when its output fails (`locate` always: on a pass too)"
+        )
     points = [t.point(n, tolerance, floor_scale=floor_scale) for n, t in tallies.items()]
+    if located is not None:
+        points = located.points
+        notes += located.notes(artifact.batch or min(LOCATE_IMAGES, len(inputs.names)))
     if artifact.traced and not points:
         notes.append("its stage outputs carry no names this model has: not compared")
     first = next((p.name for p in points if not p.ok), None)
@@ -449,19 +502,14 @@ def verify_models(
     if passed and first:
         notes.append(f"{first} is out of its tolerance, the output is not")
         first = None
-    elif not passed and first is None:
+    elif not passed and first is None and not (located and located.unlocated):
         first = f"the served {feed.output} (every intermediate output agrees)" if points else None
-    agreeing = np.mean([r.agree for r in rows]) if rows else 1.0
-    if not passed and not artifact.traced and agreeing < 0.5:
-        notes.append(
-            "few top-1 classes agree: a black box may take its input otherwise "
-            "(`pixels`, `input_layout`, `mean` / `std`)"
-        )
-    if passed and not artifact.traced and inputs.size[0] % 32 == 0 and inputs.size[1] % 32 == 0:
-        notes.append(
-            f"passed at {inputs.size[0]}x{inputs.size[1]}, where a padding='same' slip "
-            "hides: try a size that is no multiple of 32 too (`size` 61 67)"
-        )
+    agreeing = float(np.mean([r.agree for r in rows])) if rows else 1.0
+    wide = rtol is not None or precision not in ("float32", "float64")
+    hints, caveat = advise(
+        model, evidence, feed.output, output_name, points, final, first, wide, agreeing, artifact
+    )
+    notes += hints
     label = feed.output  # logits, probabilities or features
     final.name = label
     tolerance = {
@@ -478,7 +526,7 @@ def verify_models(
         torch_source=torch_source,
         deployed=str(artifact.path),
         artifact=artifact.description,
-        inputs=inputs.description + input_words(feed),
+        inputs=inputs.description + input_words(feed, artifact.input_dtype, artifact.batch),
         output_kind=label,
         output=final,
         points=points,
@@ -491,6 +539,7 @@ def verify_models(
         environment=environment,
         notes=notes,
         seconds=time.perf_counter() - started,
+        caveat=caveat,
     )
 
 
@@ -500,26 +549,11 @@ def call(method, artifact: Artifact, x: np.ndarray):
     command line's stderr."""
     try:
         with native_notices_silenced():
-            return method(x)
+            return in_fixed_batches(method, artifact.batch, x)
     except ConversionError:
         raise
     except Exception as e:  # noqa: BLE001 - TensorFlow and LiteRT raise many types
         raise rejected(artifact, x, e) from None
-
-
-OUTPUT_GUESSES = {
-    "probabilities": "are non-negative and sum to 1 in every row",
-    "logits": "do not say what they are and are not probabilities",
-}
-
-
-def output_kind(outputs: np.ndarray) -> str:
-    """Probabilities when every row is a distribution (no set of logits is, but by accident),
-    else logits: what a black box returns, when nothing else says."""
-    rows = outputs.reshape(len(outputs), -1)
-    if np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, rtol=0, atol=1e-4):
-        return "probabilities"
-    return "logits"
 
 
 def floor_images(model: torch.nn.Module, size: tuple[int, int], channels: int, count: int) -> int:

@@ -24,8 +24,9 @@ import tensorflow as tf
 import torch
 
 import convnext_tf
-from converters.deploy.artifacts import open_artifact
-from converters.deploy.verify import FACTOR, UNIT_ROUNDOFF, verify
+from converters.deploy.artifacts import KerasArtifact, open_artifact
+from converters.deploy.inputs import feeding, random_images
+from converters.deploy.verify import FACTOR, UNIT_ROUNDOFF, verify, verify_models
 from converters.errors import ConversionError
 from converters.files.checkpoint import load_state_dict
 from converters.weights import keras_applications
@@ -302,12 +303,15 @@ class LayerScale(keras.layers.Layer):
         return self.gamma * x
 
 
-def hand_written_port(torch_model: torch.nn.Module, stem_padding: str = "valid") -> keras.Model:
+def hand_written_port(
+    torch_model: torch.nn.Module, stem_padding: str = "valid", moved: str | None = None
+) -> keras.Model:
     """SPEC written the way ../shared/seed/convnext-blog-post.txt writes ConvNeXt in TF:
     Keras' own layers (Conv2D, LayerNormalization, Activation("gelu"), Dense), names of its
     own (stem, stage1_block0, downsample2, ...), here as a functional model, and the PyTorch
     weights copied in by hand. The seed pads with "same"; this port uses "valid" unless
-    `stem_padding` puts the seed's bug back."""
+    `stem_padding` puts the seed's bug back. `moved`: a layer of the port one value of whose
+    kernel is moved by 1e-2 (a one-weight break in that block)."""
     state = {key: value.detach().numpy() for key, value in torch_model.state_dict().items()}
     layers = keras.layers
     copies = []  # (layer, its weights in Keras' layout), assigned once the model is built
@@ -354,12 +358,15 @@ def hand_written_port(torch_model: torch.nn.Module, stem_padding: str = "valid")
     model = keras.Model(inputs, dense("head", "head")(x), name="seed_style_convnext")
     for layer, values in copies:
         layer.set_weights(values)
+    if moved is not None:
+        perturb_one_value(model.get_layer(moved).kernel, 1e-2)
     return model
 
 
 PORTS = {
     "correct": {},
     "seed's padding=same on the stem": {"stem_padding": "same"},
+    "one weight of stage3_block1": {"moved": "stage3_block1_pwconv1"},  # = stages.2.1
 }
 
 
@@ -375,29 +382,89 @@ def ports(tmp_path_factory, tiny_model) -> dict[str, Path]:
     return paths
 
 
-def test_hand_written_port_passes_as_a_black_box(tiny_model, ports):
-    """A correct port with its own layer names PASSES through its serving signature alone:
-    no intermediate output is compared, and the output says so."""
-    artifact = open_artifact(ports["correct"], SPEC)
-    assert artifact.kind == "savedmodel" and not artifact.traced
+@pytest.fixture(scope="module")
+def port_tflites(ports) -> dict[str, Path]:
+    """The correct and the one-weight PORTS converted to .tflite by LiteRT's converter from
+    their SavedModels (TFLiteConverter.from_saved_model, as people convert such a port):
+    tensors named by the converter, no `stages` signature."""
+    paths = {}
+    for name in ("correct", "one weight of stage3_block1"):
+        paths[name] = ports[name].with_suffix(".tflite")
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(ports[name]))
+        paths[name].write_bytes(converter.convert())
+    return paths
+
+
+def port_file(ports, port_tflites, kind: str, name: str) -> Path:
+    return (ports if kind == "savedmodel" else port_tflites)[name]
+
+
+@pytest.mark.parametrize(
+    "kind", [pytest.param("savedmodel", marks=pytest.mark.exhaustive), "tflite"]
+)
+def test_hand_written_port_passes_with_every_block_located(tiny_model, ports, port_tflites, kind):
+    """A correct port with its own layer names PASSES through its serving signature, and,
+    asked to locate its blocks on a pass too, every block and stage is found by value among
+    its own tensors, in model order, each under the port's own name for it (stage3_block1 is
+    stages.2.1): the same table as this project's own export gives."""
+    artifact = open_artifact(port_file(ports, port_tflites, kind, "correct"), SPEC)
+    assert artifact.kind == kind and not artifact.traced
     assert artifact.input_name != "images"  # Keras' name, not convnext export's
-    result = check(tiny_model, ports["correct"])
-    assert result.passed, result.format()
-    assert result.points == [] and result.first_divergence is None
-    assert result.top1 == 1.0
+    result = check(tiny_model, artifact.path, locate="always")
+    assert_passes(result)
+    assert [p.name for p in result.points] == point_names(SPEC)
+    sources = {p.name: p.source for p in result.points}
+    assert "stage3_block1" in sources["stages.2.1"], sources
+    assert "stem" in sources["downsample_layers.0"], sources
+    assert "downsample4" in sources["downsample_layers.3"], sources
     text = result.format()
-    assert "intermediate:  not compared" in text
+    assert "located by value" in text and "11 of 11 points" in text
+    assert "not compared" not in text and "first divergence" not in text
     assert "compared as logits" in text  # output_0 says nothing: told by its values
 
 
+@pytest.mark.parametrize("kind", ["savedmodel", "tflite"])
+def test_hand_written_port_broken_in_one_block_fails_there(tiny_model, ports, port_tflites, kind):
+    """The sibling: one weight of the port's stage3_block1 moved by 1e-2 FAILS, with
+    stages.2.1 named as the first divergence from the port's own tensors: every point before
+    it located and in tolerance, its best match out of tolerance, and the points after it
+    said to be unmatchable rather than guessed."""
+    result = check(tiny_model, port_file(ports, port_tflites, kind, "one weight of stage3_block1"))
+    assert_fails_at(result, "stages.2.1")
+    names = point_names(SPEC)
+    assert [p.name for p in result.points] == names[: names.index("stages.2.1") + 1]
+    assert "stage3_block1" in result.points[-1].source
+    assert result.points[-1].max_rel > 10 * result.points[-1].tolerance
+    text = result.format()
+    assert "first divergence: stages.2.1" in text
+    assert (
+        "after the first divergence, nothing can be matched by value): downsample_layers.3" in text
+    )
+
+
+def test_hand_written_keras_port_in_memory_fails_at_the_broken_block(tiny_model):
+    """A port held as a Keras model (the Python API: no file) is located from its layers'
+    outputs, named by its layers: the one-weight break FAILS at stages.2.1."""
+    model = hand_written_port(tiny_model, moved="stage3_block1_pwconv1")
+    artifact = KerasArtifact(Path("port"), "keras", "a hand-written port", model=model)
+    inputs = random_images(BATCH, SIZE, SPEC.in_chans, seed=0)
+    feed = feeding(artifact, SPEC.in_chans, None, None, None, None, None)
+    result = verify_models(tiny_model, artifact, inputs, feed, batch=BATCH)
+    assert_fails_at(result, "stages.2.1")
+    assert [p.source for p in result.points[:2]] == ["stem_norm", "stage1_block0_add"]
+
+
 def test_hand_written_port_with_the_seeds_padding_fails(tiny_model, ports):
-    """The sibling: the seed's padding="same" on the stem, at 61x67, makes the same black box
-    FAIL on its logits; no point can be named, so none is."""
+    """The seed's padding="same" on the stem, at 61x67, makes the port FAIL on its logits;
+    no tensor has the stem's shape, so no block can be matched after it, and no point is
+    named: where it goes wrong is said to be unnameable, not guessed."""
     result = check(tiny_model, ports["seed's padding=same on the stem"])
     assert not result.passed, result.format()
     assert result.points == [] and result.first_divergence is None
     assert result.output.max_rel > result.tolerance["rtol"]
-    assert "intermediate:  not compared" in result.format()
+    text = result.format()
+    assert "intermediate:  not compared" in text
+    assert "cannot be named: after the input" in text
 
 
 # --- 4. keras.applications ------------------------------------------------------------------
@@ -492,7 +559,7 @@ def test_keras_applications_model_with_softmax_and_preprocessing_passes(
     assert result.passed, result.format()
     assert result.output_kind == "probabilities"
     assert "61x67" in result.inputs and "pixels 0-255" in result.inputs
-    assert result.points == [] and result.top1 == 1.0
+    assert result.first_divergence is None and result.top1 == 1.0
 
 
 @pytest.mark.exhaustive
@@ -560,7 +627,9 @@ def test_nchw_signature_is_detected_and_passes(tiny_model, black_box):
     result = check(tiny_model, black_box)
     assert result.passed, result.format()
     assert "the artifact gets NCHW normalised" in result.inputs
-    assert result.points == [] and result.top1 == 1.0
+    assert result.first_divergence is None and result.top1 == 1.0
+    # a black box that passes: its blocks are looked for among its tensors only on a FAIL
+    assert result.points == [] and "located among its own tensors when" in result.format()
 
 
 def test_nchw_signature_with_bgr_channels_fails(tiny_model, black_box):

@@ -46,6 +46,7 @@ def check(
     pixels: str | None = None,
     output: str | None = None,
     spec: ModelSpec = SPEC,
+    locate: str = "on-fail",
 ) -> Verification:
     """What verify() does after reading the checkpoint: open `path` as an artifact of `spec`,
     describe how it is fed (detection, then these options) and compare it with `reference`
@@ -56,7 +57,7 @@ def check(
         inputs = random_images(BATCH, size, spec.in_chans, seed=0)
     else:
         inputs = folder_images(folder, size, spec.in_chans)
-    return verify_models(reference, artifact, inputs, feed, batch=BATCH)
+    return verify_models(reference, artifact, inputs, feed, batch=BATCH, locate=locate)
 
 
 def assert_passes(result: Verification) -> None:

@@ -1,0 +1,88 @@
+"""Deployed models verify cannot run, named for what they are rather than as files that fail
+to load: a Keras 2 model (tf.keras before Keras 3, what nobuco writes) and a TF.js model.
+
+Keras 3 refuses a Keras 2 `.keras` archive with an error about a config it cannot rebuild, and
+has no safe loader for a Keras 2 `.h5` model (its Lambda layers carry marshalled Python); a
+TF.js model is a folder of JSON and weight shards that only TF.js runs. Each is recognised
+from its own markers, as the writing library lays them out: the `keras_version` in a .keras
+archive's metadata.json or in an HDF5 file's root attributes, and the `modelTopology` /
+`weightsManifest` keys of a TF.js model.json.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import h5py
+
+from converters.errors import ConversionError
+
+KERAS2_ROUTE = (
+    "Keras 3 cannot load it; save it as a SavedModel where it was made (Keras 2: "
+    "model.save('DIR') or tf.saved_model.save(model, 'DIR'); nobuco's result too) and verify "
+    "that directory"
+)
+TFJS_ROUTE = (
+    "verify runs SavedModels, .tflite and Keras files, not TF.js: verify the SavedModel or "
+    "Keras model it was converted from"
+)
+MANIFEST_LIMIT = 1 << 22  # a TF.js model.json holds the topology and a weights manifest
+
+
+def keras2_version(path: Path) -> str | None:
+    """The Keras version that wrote a .keras or .h5 file, when it is 2.x (else None)."""
+    found = None
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if "metadata.json" in archive.namelist():
+                    info = archive.getinfo("metadata.json")
+                    if info.file_size <= MANIFEST_LIMIT:
+                        found = json.loads(archive.read(info)).get("keras_version")
+        except (zipfile.BadZipFile, ValueError, AttributeError):
+            return None
+    elif h5py.is_hdf5(path):
+        try:
+            with h5py.File(path, "r") as f:
+                found = f.attrs.get("keras_version")
+        except OSError:
+            return None
+    if isinstance(found, bytes):
+        found = found.decode("utf-8", "replace")
+    return found if isinstance(found, str) and found.startswith("2.") else None
+
+
+def check_not_keras2(path: Path) -> None:
+    """Refuse a Keras 2 file by name, with the route that works."""
+    written = keras2_version(path)
+    if written:
+        raise ConversionError(
+            f"{path}: a Keras 2 model file (keras_version {written}): {KERAS2_ROUTE}"
+        )
+
+
+def tfjs_manifest(path: Path) -> Path | None:
+    """The model.json of a TF.js model at `path` (the folder, or its model.json), or None."""
+    manifest = path / "model.json" if path.is_dir() else path
+    if manifest.name != "model.json" or not manifest.is_file():
+        return None
+    if manifest.stat().st_size > MANIFEST_LIMIT:
+        return None
+    try:
+        data = json.loads(manifest.read_bytes())
+    except ValueError:
+        return None
+    if isinstance(data, dict) and ("modelTopology" in data or "weightsManifest" in data):
+        return manifest
+    return None
+
+
+def check_not_tfjs(path: Path) -> None:
+    """Refuse a TF.js model (model.json + group1-shard*.bin) by name."""
+    manifest = tfjs_manifest(path)
+    if manifest is not None:
+        shards = sorted(p.name for p in manifest.parent.glob("group*-shard*of*.bin"))
+        held = f" and {len(shards)} weight shard{'s' * (len(shards) != 1)}" if shards else ""
+        raise ConversionError(f"{path}: a TF.js model ({manifest.name}{held}): {TFJS_ROUTE}")
