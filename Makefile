@@ -59,7 +59,26 @@ PEERS := .venv-peers
 PEER_PINS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open-clip-torch==3.3.0 \
 	transformers==5.23.0 mmpretrain==1.2.0 mmengine==0.10.7 mmcv-lite==2.2.0
 
-test-peers: $(PEERS)/.installed
+# The third-party converters people deploy a PyTorch ConvNeXt with, each in an environment of
+# its own (their pins conflict: onnx2tf pins tensorflow 2.19 and numpy 1.26), beside the CPU
+# torch 2.13.0. tests/peers/peer_converters.py runs in each to write an artifact that
+# tests/peers/test_third_party_artifacts.py verifies. onnx2tf 2.x needs Python 3.12: on 3.11
+# pip takes 1.29.24, the last release for it (pinned so everywhere; it pins tensorflow 2.19);
+# onnxscript is torch.onnx's. nobuco 0.17 needs Keras 2 (tensorflow 2.15) and torchvision,
+# whose PyPI wheels match the index's torch 2.14.1, not the CPU 2.13.0. Nothing of this
+# project is installed there: the script puts the checkout on sys.path (convnext_torch needs
+# torch only). Changed pins: rm -r the environment.
+THIRD_PARTY_STAMPS := .venv-litert/.installed .venv-onnx2tf/.installed .venv-nobuco/.installed
+PINS_litert := torch==2.13.0 litert-torch==0.10.0
+PINS_onnx2tf := torch==2.13.0 onnx2tf==1.29.24 onnxscript==0.7.2
+PINS_nobuco := torch==2.14.1 torchvision==0.29.1 nobuco==0.17.0 tensorflow-cpu==2.15.1
+
+$(THIRD_PARTY_STAMPS): .venv-%/.installed:
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check $(PINS_$*)
+	touch $@
+
+test-peers: $(PEERS)/.installed $(THIRD_PARTY_STAMPS)
 	CONVNEXT_TIMM_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PEERS)/bin/python -m pytest -m peer -s
 
 # constraints.txt without its torch pin (the CPU build's 2.13.0): the peers need torchvision
@@ -92,4 +111,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH)
 
 clean:
-	rm -rf $(VENV) .venv-min $(PEERS) .venv-timm build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-min $(PEERS) .venv-timm .venv-litert .venv-onnx2tf .venv-nobuco build *.egg-info .pytest_cache .ruff_cache
