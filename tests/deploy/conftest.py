@@ -1,5 +1,7 @@
 """Fixtures of the deploy tests: the tiny model and its correct conversion written as every
-artifact kind, built once for the package."""
+artifact kind, built once for each test process (session scope: pytest-xdist hands a worker
+files of other packages in between, and a package-scoped fixture was built again each time
+the worker came back to this one)."""
 
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ from tests.support.helpers import (
 from tests.support.verifying import EXPORTS, SPEC, keras_copy, write
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def tiny_model() -> torch.nn.Module:
     """SPEC in PyTorch, every weight randomised (layer scale too): each weight matters."""
     return random_torch_model(SPEC, seed=1)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def deployed(tmp_path_factory, tiny_model) -> dict[str, Path]:
     """The correct float32 conversion of `tiny_model`, written once as each artifact kind:
     .keras and .weights.h5 by Keras, then SavedModel and .tflite files (float32, float16,
