@@ -15,9 +15,8 @@ import json
 import zipfile
 from pathlib import Path
 
-import h5py
-
 from converters.errors import ConversionError
+from converters.files.hdf5 import is_hdf5, keras_version
 
 KERAS2_ROUTE = (
     "Keras 3 cannot load it; save it as a SavedModel where it was made (Keras 2: "
@@ -43,12 +42,8 @@ def keras2_version(path: Path) -> str | None:
                         found = json.loads(archive.read(info)).get("keras_version")
         except (zipfile.BadZipFile, ValueError, AttributeError):
             return None
-    elif h5py.is_hdf5(path):
-        try:
-            with h5py.File(path, "r") as f:
-                found = f.attrs.get("keras_version")
-        except OSError:
-            return None
+    elif is_hdf5(path):
+        found = keras_version(path)  # the legacy HDF5 reader's own (files.hdf5)
     if isinstance(found, bytes):
         found = found.decode("utf-8", "replace")
     return found if isinstance(found, str) and found.startswith("2.") else None
