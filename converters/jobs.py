@@ -217,6 +217,7 @@ def export_file(
         state = read_state(src, layout, ema, key, log, prefix)
         state, spec = model_spec(state, variant, num_classes, log)
         model, _ = keras_model_from_state(state, spec)
+        del state  # the Keras model holds a copy: not kept through the conversion's peak
     log(f"writing {dst}")
     written = export_model(model, dst, quantize=quantize, force=force, log=log)
     log(f"wrote {dst}: {written}")

@@ -12,6 +12,7 @@ The batch and image size stay open (None) in both formats, so one file serves ev
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def export_model(
         if tflite:
             log(f"converting to LiteRT{f' ({quantize} quantization)' if quantize else ''}")
             with open(tmp, "wb") as f:
-                f.write(to_tflite(module, quantize))
+                f.write(to_tflite(module, quantize, workdir=Path(tmp).parent))
         else:
             save_savedmodel(module, tmp)
     kind = ".tflite file" if tflite else "SavedModel"
@@ -61,76 +62,68 @@ def export_model(
 
 
 def signatures_of(model: keras.Model):
-    """A tf.Module holding the model and its two signature functions."""
+    """A tf.Module holding the two signature functions and the variables they read.
+
+    The module tracks the TensorFlow variables the functions capture, not the Keras model:
+    saved with the model, a Keras 3 model's variables are written twice (as Keras variables
+    and as the tf.Variables under them), and LiteRT's converter cannot find the values of
+    either through the model's object graph (it leaves empty variables: the file computes
+    NaN). Tracked as a list, each is saved once and frozen by the converter."""
     import tensorflow as tf
 
     output = "logits" if has_head(model) else "features"
     images = tf.TensorSpec([None, None, None, model.in_chans], model.compute_dtype, name="images")
 
-    @tf.function(input_signature=[images])
     def serving_default(images):
         return {output: model(images, training=False)}
 
-    @tf.function(input_signature=[images])
     def stages(images):
         return keras_trace(model, images)
 
     module = tf.Module()
-    module.model = model  # tracked: its variables are saved with the functions
-    module.serving_default, module.stages = serving_default, stages
+    captured = {}
+    for name, call in ((SERVING_SIGNATURE, serving_default), (TRACE_SIGNATURE, stages)):
+        function = tf.function(call, input_signature=[images], autograph=False)
+        setattr(module, name, function)
+        for variable in function.get_concrete_function().variables:
+            captured.setdefault(id(variable), variable)
+    module.captured_variables = list(captured.values())
     return module
 
 
-def save_savedmodel(module, path: str) -> None:
+def save_savedmodel(module, path: str | Path) -> None:
     import tensorflow as tf
 
-    signatures = {SERVING_SIGNATURE: module.serving_default, TRACE_SIGNATURE: module.stages}
-    tf.saved_model.save(module, path, signatures=signatures)
-
-
-def to_tflite(module, quantize: str | None) -> bytes:
-    """The .tflite flatbuffer of both signatures (named after their functions).
-
-    The converter takes several signatures only with a trackable object, and then keeps the
-    weights as resource variables it does not fill in (the model computes NaN): each function
-    is frozen first (weights -> constants) and wrapped again under its name, its outputs
-    named again in the order a frozen function returns them (its dict flattened: by key)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    frozen_module = tf.Module()
-    for name in (SERVING_SIGNATURE, TRACE_SIGNATURE):
-        function = getattr(module, name).get_concrete_function()
-        frozen = convert_variables_to_constants_v2(function)
-        keys = sorted(function.structured_outputs)
-        spec = tf.nest.flatten(function.structured_input_signature)
-        setattr(frozen_module, name, named_function(name, frozen, keys, spec))
-    functions = [
-        getattr(frozen_module, name).get_concrete_function()
+    signatures = {
+        name: getattr(module, name).get_concrete_function()
         for name in (SERVING_SIGNATURE, TRACE_SIGNATURE)
-    ]
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, frozen_module)
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, dynamic range
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    try:
-        return converter.convert()
-    except Exception as e:  # noqa: BLE001 - the converter raises its own types
-        raise ConversionError(
-            f"LiteRT conversion failed: {' '.join(str(e).split())[:300]}"
-        ) from None
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
 
 
-def named_function(name: str, frozen, keys: list[str], spec: list):
-    """A tf.function called `name` (the converter names each signature after its function)
-    that returns `frozen`'s outputs under `keys`."""
+def to_tflite(module, quantize: str | None, workdir: str | Path | None = None) -> bytes:
+    """The .tflite flatbuffer of both signatures, converted from a SavedModel of `module`.
+
+    LiteRT's converter is given the SavedModel, not functions frozen in memory: it freezes
+    the variables itself, once for both signatures, which share them. Frozen in Python first
+    (convert_variables_to_constants_v2, one graph per signature), convnext_tiny took 8.5 GB
+    at its peak; this way, 2.0 GB. The SavedModel is written in `workdir` (export puts it
+    beside the destination, where the user has room for the weights; /tmp may be memory)
+    and removed, whatever happens."""
     import tensorflow as tf
 
-    def call(images):
-        return dict(zip(keys, frozen(images), strict=True))
-
-    call.__name__ = name
-    return tf.function(call, input_signature=spec)
+    with tempfile.TemporaryDirectory(prefix=".convnext-export-", dir=workdir) as directory:
+        save_savedmodel(module, directory)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            directory, signature_keys=[SERVING_SIGNATURE, TRACE_SIGNATURE]
+        )
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, dynamic range
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        try:
+            return converter.convert()
+        except Exception as e:  # noqa: BLE001 - the converter raises its own types
+            raise ConversionError(
+                f"LiteRT conversion failed: {' '.join(str(e).split())[:300]}"
+            ) from None

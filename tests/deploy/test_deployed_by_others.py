@@ -66,24 +66,18 @@ def save(module: Deployed, path: Path, names: list[str]) -> Path:
 
 def float16_input_tflite(model: keras.Model, path: Path) -> Path:
     """onnx2tf's float16 file as it is fed: a float16 NHWC input of a fixed batch of 1,
-    computed in float32 (frozen first: the converter leaves unfrozen variables NaN)."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
+    computed in float32 (converted from a SavedModel that tracks the captured variables, as
+    convnext export does: the converter freezes them)."""
     serve = tf.function(
         lambda x: {"logits": model(tf.cast(x, tf.float32), training=False)},
         input_signature=[tf.TensorSpec([1, *SIZE, 3], tf.float16)],
     )
-    from converters.deploy.export import named_function
-
-    function = serve.get_concrete_function()
-    frozen = convert_variables_to_constants_v2(function)
     holder = tf.Module()
-    spec = tf.nest.flatten(function.structured_input_signature)
-    holder.serving_default = named_function("serving_default", frozen, ["logits"], spec)
-    functions = [holder.serving_default.get_concrete_function()]
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, holder)
+    holder.serving_default = serve
+    holder.captured_variables = list(serve.get_concrete_function().variables)
+    directory = path.with_suffix(".savedmodel")
+    tf.saved_model.save(holder, str(directory), signatures={"serving_default": serve})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory))
     path.write_bytes(converter.convert())
     return path
 

@@ -17,7 +17,6 @@ import tensorflow as tf
 import torch
 
 from converters.deploy.verify import verify
-from converters.errors import ConversionError
 from converters.weights.convert import keras_variables
 from convnext_spec.spec import ModelSpec
 from tests.support.helpers import (
@@ -242,9 +241,17 @@ def failing_savedmodel(module, path: str) -> None:
     raise OSError(errno.EIO, "Input/output error (simulated)", path)
 
 
-def failing_tflite(module, quantize) -> bytes:
-    """The LiteRT converter failing (after export opened the .tflite file to write)."""
-    raise ConversionError("LiteRT conversion failed: simulated")
+def failing_converter(monkeypatch) -> None:
+    """The LiteRT converter failing, after export opened the .tflite file to write and wrote
+    the SavedModel it converts from."""
+    from_saved_model = tf.lite.TFLiteConverter.from_saved_model
+
+    def failing(*args, **kwargs):
+        converter = from_saved_model(*args, **kwargs)
+        converter.convert = lambda: (_ for _ in ()).throw(RuntimeError("simulated"))
+        return converter
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", failing)
 
 
 @pytest.mark.parametrize(
@@ -256,10 +263,13 @@ def test_cli_failed_export_leaves_nothing_behind(
     capsys, monkeypatch, tmp_path, deployed, kind, force
 ):
     """An export that fails while writing exits 1 with one line, and leaves nothing at DST
-    and no .convnext-* temporary directory beside it; with --force over an existing
-    SavedModel, the old one is left exactly as it was."""
-    monkeypatch.setattr("converters.deploy.export.save_savedmodel", failing_savedmodel)
-    monkeypatch.setattr("converters.deploy.export.to_tflite", failing_tflite)
+    and no .convnext-* temporary file or directory beside it (a .tflite is converted from a
+    SavedModel written there); with --force over an existing SavedModel, the old one is left
+    exactly as it was."""
+    if kind == "tflite":
+        failing_converter(monkeypatch)
+    else:
+        monkeypatch.setattr("converters.deploy.export.save_savedmodel", failing_savedmodel)
     dst = tmp_path / ("model.tflite" if kind == "tflite" else "savedmodel")
     if force:
         shutil.copytree(deployed["savedmodel"], dst)
