@@ -25,6 +25,9 @@ from converters.files.destinations import is_tflite_path
 from converters.files.outputs import atomic_output
 
 QUANTIZATIONS = ("float16", "dynamic")  # .tflite only
+# A flatbuffer holds at most 2 GiB. Past this much float32 weight (leaving room for the graph),
+# the converter writes the weights after it, at offsets (LiteRT reads both): convnextv2_huge.
+BUFFER_OFFSETS_FROM = 2**31 - 2**28
 
 
 def export_model(
@@ -53,8 +56,11 @@ def export_model(
     with atomic_output(dst, force=force, size=4 * model.count_params()) as tmp:
         if tflite:
             log(f"converting to LiteRT{f' ({quantize} quantization)' if quantize else ''}")
+            offsets = 4 * model.count_params() > BUFFER_OFFSETS_FROM
+            if offsets:
+                log("the weights pass 2 GB: written after the flatbuffer, at offsets")
             with open(tmp, "wb") as f:
-                f.write(to_tflite(module, quantize, workdir=Path(tmp).parent))
+                f.write(to_tflite(module, quantize, workdir=Path(tmp).parent, offsets=offsets))
         else:
             save_savedmodel(module, tmp)
     kind = ".tflite file" if tflite else "SavedModel"
@@ -101,7 +107,9 @@ def save_savedmodel(module, path: str | Path) -> None:
     tf.saved_model.save(module, str(path), signatures=signatures)
 
 
-def to_tflite(module, quantize: str | None, workdir: str | Path | None = None) -> bytes:
+def to_tflite(
+    module, quantize: str | None, workdir: str | Path | None = None, offsets: bool = False
+) -> bytes:
     """The .tflite flatbuffer of both signatures, converted from a SavedModel of `module`.
 
     LiteRT's converter is given the SavedModel, not functions frozen in memory: it freezes
@@ -109,7 +117,8 @@ def to_tflite(module, quantize: str | None, workdir: str | Path | None = None) -
     (convert_variables_to_constants_v2, one graph per signature), convnext_tiny took 8.5 GB
     at its peak; this way, 2.0 GB. The SavedModel is written in `workdir` (export puts it
     beside the destination, where the user has room for the weights; /tmp may be memory)
-    and removed, whatever happens."""
+    and removed, whatever happens. offsets: the weights stored after the flatbuffer, which
+    holds at most 2 GiB."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix=".convnext-export-", dir=workdir) as directory:
@@ -121,6 +130,7 @@ def to_tflite(module, quantize: str | None, workdir: str | Path | None = None) -
             converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, dynamic range
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
+        converter._experimental_use_buffer_offset = offsets  # noqa: SLF001 - no public name
         try:
             return converter.convert()
         except Exception as e:  # noqa: BLE001 - the converter raises its own types

@@ -5,6 +5,7 @@ the worker came back to this one)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +24,47 @@ def tiny_model() -> torch.nn.Module:
     return random_torch_model(SPEC, seed=1)
 
 
-@pytest.fixture(scope="session")
-def deployed(tmp_path_factory, tiny_model) -> dict[str, Path]:
-    """The correct float32 conversion of `tiny_model`, written once as each artifact kind:
-    .keras and .weights.h5 by Keras, then SavedModel and .tflite files (float32, float16,
-    dynamic) by the command line, `convnext export model.keras DST [--quantize Q]`: these
-    are also the tests of export from a Keras file and of --quantize."""
-    from converters.cli import main
+class Deployed(Mapping):
+    """The correct float32 conversion of the tiny model as each artifact kind, each written
+    the first time a test asks for it: .keras and .weights.h5 by Keras, SavedModel and .tflite
+    files (float32, float16, dynamic) by the command line, `convnext export model.keras DST
+    [--quantize Q]` (these are also the tests of export from a Keras file and of --quantize).
+    Each test process writes only the kinds its tests read (an export takes seconds)."""
 
-    directory = tmp_path_factory.mktemp("deployed")
-    model = keras_copy(tiny_model)
-    paths = {
-        "keras": write(model, directory / "model.keras"),
-        "weights.h5": write(model, directory / "model.weights.h5"),
-    }
-    for kind, (name, options) in EXPORTS.items():
-        paths[kind] = directory / name
-        assert main(["export", str(paths["keras"]), str(paths[kind]), *options]) == 0
-    return paths
+    KINDS = ("keras", "weights.h5", *EXPORTS)
+
+    def __init__(self, directory: Path, tiny_model: torch.nn.Module):
+        self.directory, self.tiny_model = directory, tiny_model
+        self.paths: dict[str, Path] = {}
+
+    def __getitem__(self, kind: str) -> Path:
+        if kind not in self.KINDS:
+            raise KeyError(kind)
+        if kind not in self.paths:
+            self.paths[kind] = self.write(kind)
+        return self.paths[kind]
+
+    def write(self, kind: str) -> Path:
+        from converters.cli import main
+
+        if kind in ("keras", "weights.h5"):
+            return write(keras_copy(self.tiny_model), self.directory / f"model.{kind}")
+        name, options = EXPORTS[kind]
+        path = self.directory / name
+        assert main(["export", str(self["keras"]), str(path), *options]) == 0
+        return path
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KINDS)
+
+    def __len__(self) -> int:
+        return len(self.KINDS)
+
+
+@pytest.fixture(scope="session")
+def deployed(tmp_path_factory, tiny_model) -> Deployed:
+    """The tiny model's correct conversion as every artifact kind (Deployed), kind -> path."""
+    return Deployed(tmp_path_factory.mktemp("deployed"), tiny_model)
 
 
 @pytest.fixture(scope="module")
