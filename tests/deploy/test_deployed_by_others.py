@@ -27,7 +27,7 @@ from converters.deploy.verify import verify_models
 from converters.errors import ConversionError
 from converters.weights.convert import keras_variables
 from tests.support.helpers import BATCH
-from tests.support.verifying import SIZE, SPEC, check, keras_copy, write
+from tests.support.verifying import SIZE, SPEC, check, keras_copy, save_signatures, write
 
 pytest.importorskip("ai_edge_litert", reason=".tflite files need ai-edge-litert (deploy extra)")
 
@@ -60,8 +60,7 @@ class Deployed(tf.Module):
 
 
 def save(module: Deployed, path: Path, names: list[str]) -> Path:
-    tf.saved_model.save(module, str(path), signatures={n: getattr(module, n) for n in names})
-    return path
+    return save_signatures(path, {n: getattr(module, n) for n in names})
 
 
 def float16_input_tflite(model: keras.Model, path: Path) -> Path:

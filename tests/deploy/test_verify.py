@@ -46,6 +46,7 @@ from tests.support.verifying import (
     keras_copy,
     perturb_one_value,
     point_names,
+    save_signatures,
     write,
 )
 
@@ -617,7 +618,7 @@ def black_box(tmp_path_factory, tiny_model) -> Path:
         "pixels": module.pixels,
         "probabilities": module.probabilities,
     }
-    tf.saved_model.save(module, str(path), signatures=signatures)
+    save_signatures(path, signatures)
     return path
 
 

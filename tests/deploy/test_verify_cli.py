@@ -225,6 +225,24 @@ def test_cli_export_force_replaces_a_savedmodel(
     assert temp_dirs(tmp_path) == []
 
 
+def test_weights_past_the_flatbuffers_2_gb_are_written_at_offsets_and_verify(
+    capsys, monkeypatch, tmp_path, tiny_model, deployed
+):
+    """A model whose float32 weights pass what a flatbuffer holds (2 GiB: convnextv2_huge)
+    is written with its weights after the flatbuffer, at offsets, which LiteRT reads: here the
+    tiny model, with the threshold at 0 bytes. The file verifies, block by block, and differs
+    from the usual one (seen: with the option left off, it is the usual file)."""
+    monkeypatch.setattr("converters.deploy.export.BUFFER_OFFSETS_FROM", 0)
+    dst = tmp_path / "offsets.tflite"
+    code, out, err = run(capsys, "export", deployed["keras"], dst)
+    assert code == 0, err
+    assert "the weights pass 2 GB: written after the flatbuffer, at offsets" in out + err
+    assert dst.read_bytes() != deployed["tflite"].read_bytes()
+    result = check(tiny_model, dst)
+    assert_passes(result)
+    assert len(result.points) > 3  # the stages signature is there, after the offsets too
+
+
 def test_cli_export_quantize_needs_a_tflite_destination(capsys, tmp_path, deployed):
     """--quantize with a SavedModel destination is an error: exit 1, one line, nothing
     written."""

@@ -24,6 +24,7 @@ from converters.deploy.verify import verify_models
 from converters.errors import ConversionError
 from tests.deploy.test_verify import SIZE, SPEC, keras_copy, write
 from tests.support.helpers import assert_one_line_error, random_torch_model, run
+from tests.support.verifying import save_signatures
 
 pytest.importorskip("ai_edge_litert", reason=".tflite files need ai-edge-litert (deploy extra)")
 
@@ -412,7 +413,7 @@ def tflite_of(directory: Path, module, name: str) -> Path:
     import tensorflow as tf
 
     saved = directory / f"{name}_savedmodel"
-    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve})
+    save_signatures(saved, {"serving_default": module.serve})
     path = directory / f"{name}.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
     return path
