@@ -592,9 +592,13 @@ def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     reference), float32, float16 (weights rounded to float16, computed in float32, as a
     float16-quantized .tflite does) or dynamic-int8 (matrix and conv weights of 1024 elements
     or more rounded to int8 per output channel, as LiteRT's converter does; the run-time
-    quantization of activations is not simulated)."""
+    quantization of activations is not simulated). For float32, a float32 model is its own
+    reference, not copied: nothing changes it, and a copy would hold as much memory again
+    as the weights (convnext_xlarge: 1.4 GB)."""
     import copy
 
+    if precision == "float32" and all(p.dtype == torch.float32 for p in model.parameters()):
+        return model.eval()
     copied = copy.deepcopy(model).double() if precision == "float64" else copy.deepcopy(model)
     if precision == "float64":
         return copied.eval()
