@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-min test-peers fuzz lint format diff bench clean
+.PHONY: install demo test test-all test-min test-peers fuzz lint format diff bench engines clean
 
 install: $(STAMP)
 
@@ -103,12 +103,28 @@ format: $(STAMP)
 diff: | $(STAMP)
 	$(PY) tools/mirror_diff.py $(DIFF) | less -FX
 
-# Speed and memory against the peers, each implementation in a process of its own (about 30
-# minutes for two rounds; BENCH="--quick" for one round without torch.compile and the slowest
-# keras.applications modes). timm and transformers are timed where `make test-peers` made
-# their environments, skipped with a line otherwise. Results: benchmarks/results.{md,json}.
-bench: $(STAMP)
+# The inference engines deployers compare against on a CPU, in an environment of their own:
+# torch.onnx.export (torch, onnx, onnxscript) writes our PyTorch model as ONNX, which OpenVINO
+# and ONNX Runtime run.
+ENGINES := .venv-engines
+PINS_engines := torch==2.13.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.31.1 \
+	openvino==2026.4.1
+
+# Speed and memory against the peers, each implementation in a process of its own (about an
+# hour; BENCH="--quick" for one round without torch.compile, the slowest keras.applications
+# modes and the exports past convnext_base; BENCH="--only export" for one section). OpenVINO
+# and ONNX Runtime run in .venv-engines, made here; timm and transformers are timed where
+# `make test-peers` made their environments, skipped with a line otherwise.
+# Results: benchmarks/results.{md,json}.
+bench: $(STAMP) $(ENGINES)/.installed
 	$(PY) benchmarks/bench.py $(BENCH)
 
+engines: $(ENGINES)/.installed
+
+$(ENGINES)/.installed:
+	$(PYTHON) -m venv $(ENGINES)
+	$(ENGINES)/bin/python -m pip install --quiet --disable-pip-version-check $(PINS_engines)
+	touch $@
+
 clean:
-	rm -rf $(VENV) .venv-min $(PEERS) .venv-timm .venv-litert .venv-onnx2tf .venv-nobuco build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-min $(PEERS) .venv-timm .venv-litert .venv-onnx2tf .venv-nobuco $(ENGINES) build *.egg-info .pytest_cache .ruff_cache

@@ -12,15 +12,22 @@ ever adds time). Ratios are against peers measured in the same run.
 2. Keras inference: ours and keras.applications.ConvNeXtTiny(weights=None), eager model(x),
    predict, a tf.function, and XLA (jit_compile=True).
 3. Deployed: the SavedModel and .tflite that `convnext export` writes, through the serving
-   signature and the LiteRT interpreter.
+   signature and the LiteRT interpreter (its XNNPACK delegate, the default, 2 threads).
+   Against them and our models, the engines deployers pick on a CPU: OpenVINO and ONNX
+   Runtime running the ONNX file torch.onnx.export writes of our PyTorch model (in
+   .venv-engines, which `make engines` makes; skipped with a line otherwise).
 4. Conversion of convnext_xlarge (350M parameters, a 1.4 GB float32 checkpoint) from .pth and
    .safetensors to .weights.h5 and .keras: time and peak RSS, against the floor of reading
    the same file and writing the same bytes with h5py.
-5. Start-up: `convnext --help`, `convnext inspect` of a small file, and building variants.
-6. The test suite: `make test`'s pytest command, wall time and peak memory (not with --quick;
-   `--tests-only` adds it to the results already written).
+5. Export at every size: `convnext export` to .tflite and SavedModel from convnext_tiny to
+   convnextv2_huge, and `convnext verify` of the .tflite (benchmarks/bench_export.py).
+6. Start-up: `convnext --help`, `convnext inspect` of a small file, and building variants.
+7. The test suite: `make test`'s pytest command, wall time and peak memory (not with --quick).
 
-    .venv/bin/python benchmarks/bench.py [--rounds N] [--quick] [--tests-only] [--report]
+    .venv/bin/python benchmarks/bench.py [--rounds N] [--quick] [--only SECTION ...] [--report]
+
+--only runs the sections named (inference, conversion, export, startup, tests) into the
+results already written.
 
 Results: benchmarks/results.md and benchmarks/results.json (the README quotes them).
 """
@@ -39,9 +46,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_export import VARIANTS, export_report, export_scale
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("bench_worker.py")
 PROFILE_CONVERSION = Path(__file__).with_name("profile_conversion.py")
+PROFILE_INFERENCE = Path(__file__).with_name("profile_inference.py")
 RESULTS = Path(__file__).with_name("results.md")
 RESULTS_JSON = Path(__file__).with_name("results.json")
 OURS = sys.executable
@@ -49,6 +59,8 @@ PYTHONS = {
     "torch-peer-env": ROOT / ".venv-peers" / "bin" / "python",
     "timm": ROOT / ".venv-peers" / "bin" / "python",
     "transformers": ROOT / ".venv-peers" / "bin" / "python",
+    "onnxruntime": ROOT / ".venv-engines" / "bin" / "python",
+    "openvino": ROOT / ".venv-engines" / "bin" / "python",
 }
 TORCH_IMPLS = [
     "torch",
@@ -70,6 +82,7 @@ KERAS_IMPLS = [
     "kapp-xla",
 ]
 DEPLOYED_IMPLS = ["savedmodel", "tflite"]
+ENGINE_IMPLS = ["openvino", "onnxruntime"]  # run the ONNX file of our PyTorch model
 BATCHES = (1, 16)
 ON_CUDA = "@cuda"
 PEERS = [
@@ -93,7 +106,9 @@ LABELS = {
     "kapp-function": "keras.applications, tf.function",
     "kapp-xla": "keras.applications, tf.function(jit_compile=True)",
     "savedmodel": "SavedModel (convnext export), serving signature",
-    "tflite": ".tflite (convnext export), LiteRT interpreter",
+    "tflite": ".tflite (convnext export), LiteRT interpreter (XNNPACK)",
+    "openvino": "OpenVINO (CPU plugin, f32), ONNX of our PyTorch model",
+    "onnxruntime": "ONNX Runtime (CPU), ONNX of our PyTorch model",
 }
 
 
@@ -138,11 +153,12 @@ def run_worker(impl: str, batch: int, repeats: int, artifact: str | None) -> flo
 
 def inference(rounds: int, artifacts: dict[str, str], quick: bool) -> dict:
     """impl -> batch -> lowest median over the rounds (ms)."""
-    impls = [*TORCH_IMPLS, *KERAS_IMPLS, *DEPLOYED_IMPLS]
+    impls = [*TORCH_IMPLS, *KERAS_IMPLS, *DEPLOYED_IMPLS, *ENGINE_IMPLS]
     for impl in impls:
         if python_for(impl) is None:
-            say(f"skipped {impl}: no {PYTHONS[impl]} (`make test-peers` makes it)")
-    impls = [i for i in impls if python_for(i) is not None]
+            maker = "make engines" if impl in ENGINE_IMPLS else "make test-peers"
+            say(f"skipped {impl}: no {PYTHONS[impl]} (`{maker}` makes it)")
+    impls = [i for i in impls if python_for(i) is not None and (i in artifacts or not needs(i))]
     if quick:
         impls = [i for i in impls if i not in ("torch-compile", "kapp-eager", "kapp-xla")]
     impls += [  # the GPU too, where an environment's torch sees one
@@ -160,6 +176,11 @@ def inference(rounds: int, artifacts: dict[str, str], quick: bool) -> dict:
                 if median is not None:
                     say(f"round {round_} batch {batch:>2} {impl:<20} {median:8.1f} ms")
     return found
+
+
+def needs(impl: str) -> bool:
+    """Whether an implementation runs a file export_artifacts writes."""
+    return impl in DEPLOYED_IMPLS or impl in ENGINE_IMPLS
 
 
 def lowest(per_round: dict) -> dict:
@@ -214,7 +235,36 @@ def export_artifacts(workdir: Path) -> dict[str, str]:
             artifacts[impl] = str(workdir / name)
         else:
             say(f"skipped {impl}: export failed ({result.stderr.strip().splitlines()[-1]})")
+    engines = python_for("openvino")
+    if engines is not None:
+        onnx = workdir / "tiny.onnx"
+        result = subprocess.run(
+            [str(engines), "-c", ONNX_EXPORT, str(checkpoint), str(onnx)],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
+        if result.returncode == 0:
+            artifacts.update(dict.fromkeys(ENGINE_IMPLS, str(onnx)))
+        else:
+            say(f"skipped the engines: ONNX export failed ({result.stderr.strip()[-200:]})")
     return artifacts
+
+
+# Our PyTorch model, as create_model returns it, to ONNX with an open batch (torch.onnx.export,
+# the exporter torch recommends; opset 18): what OpenVINO and ONNX Runtime then run.
+ONNX_EXPORT = """
+import sys, torch
+sys.path.insert(0, ".")
+import convnext_torch
+model = convnext_torch.create_model("convnext_tiny")
+model.load_state_dict(torch.load(sys.argv[1], weights_only=True))
+x = torch.randn(2, 3, 224, 224)
+batch = torch.export.Dim("batch", min=1, max=64)
+torch.onnx.export(model.eval(), (x,), sys.argv[2], input_names=["images"], output_names=["logits"],
+                  dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False)
+"""
 
 
 # --- conversion and start-up: time and peak memory of whole commands ------------------------
@@ -252,11 +302,13 @@ def measure(command: list[str], repeats: int = 1) -> dict:
             [OURS, "-c", MEASURE, *command], capture_output=True, text=True, check=True, cwd=ROOT
         )
         runs.append(json.loads(out.stdout))
-    if any(r["code"] for r in runs):
-        say(f"  {' '.join(command[:3])}...: exit {runs[0]['code']}")
+    code = next((r["code"] for r in runs if r["code"]), 0)
+    if code:
+        say(f"  {' '.join(command[:3])}...: exit {code}")
     return {
         "seconds": min(r["seconds"] for r in runs),
         "peak_mb": max(r["peak_mb"] for r in runs),
+        "code": code,
     }
 
 
@@ -481,6 +533,10 @@ def report(results: dict) -> str:
         ("Keras (tf.function) / keras.applications (tf.function)", "keras-function",
          ["kapp-function"], 0.2),
         ("Keras (tf.function) / our PyTorch model", "keras-function", ["torch"], 1.2),
+        ("PyTorch, as create_model returns it / OpenVINO", "torch", ["openvino"], 1.25),
+        ("Keras (tf.function) / OpenVINO", "keras-function", ["openvino"], 1.25),
+        ("SavedModel / OpenVINO", "savedmodel", ["openvino"], 1.25),
+        (".tflite / OpenVINO (batch 1: the mobile case)", "tflite", ["openvino"], 1.25),
     ]  # fmt: skip
     lines += [
         "## The issue's targets",
@@ -509,6 +565,23 @@ def report(results: dict) -> str:
     table("Keras", KERAS_IMPLS, "kapp-function")
     table("Keras against our PyTorch model", ["keras-function", "keras-xla"], "torch")
     table("Deployed artifacts", DEPLOYED_IMPLS, "torch")
+    table(
+        "Against the engines deployers pick",
+        [*ENGINE_IMPLS, "torch", "torch-channels_last", "keras-function", *DEPLOYED_IMPLS],
+        "openvino",
+    )
+    if "profile" in results:
+        lines += [
+            "Where our PyTorch model's time goes (`benchmarks/profile_inference.py`: "
+            "torch.profiler, self CPU time by operator, per forward pass):",
+            "",
+            "```",
+            results["profile"],
+            "```",
+            "",
+        ]
+    if "export" in results:
+        lines += export_report(results["export"])
 
     conv = results["conversion"]
     lines += [
@@ -562,43 +635,53 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+SECTIONS = ("inference", "conversion", "export", "startup", "tests")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one round; no torch.compile, slow keras.applications modes or test suite",
+        help="one round; no torch.compile, slow keras.applications modes, export past "
+        "convnext_base or test suite",
     )
     parser.add_argument("--report", action="store_true", help="rewrite results.md from the JSON")
     parser.add_argument(
-        "--tests-only",
-        action="store_true",
-        help="time the test suite alone, into the existing results",
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        help="run these sections alone, into the results already written",
     )
     args = parser.parse_args()
     if args.report:
         RESULTS.write_text(report(saved_results()))
         return
-    if args.tests_only:
-        results = saved_results()
-        say("the test suite ...")
-        results["tests"] = test_suite()
-        RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
-        RESULTS.write_text(report(results))
-        return
     rounds = 1 if args.quick else args.rounds
+    sections = args.only or [s for s in SECTIONS if not (args.quick and s == "tests")]
+    results = saved_results() if args.only else {}
+    results["machine"] = machine()
     workdir = Path(tempfile.mkdtemp(prefix="convnext-bench-"))
     try:
-        say("exporting convnext_tiny (SavedModel, .tflite) ...")
-        artifacts = export_artifacts(workdir)
-        results = {"machine": machine(), "rounds": rounds}
-        results["per_round"] = inference(rounds, artifacts, args.quick)
-        say("conversion of convnext_xlarge ...")
-        results["conversion"] = conversion(workdir)
-        say("start-up ...")
-        results["startup"] = startup(workdir)
-        if not args.quick:
+        if "inference" in sections:
+            say("exporting convnext_tiny (SavedModel, .tflite, ONNX) ...")
+            artifacts = export_artifacts(workdir)
+            results["rounds"] = rounds
+            results["per_round"] = inference(rounds, artifacts, args.quick)
+            say("profiling our PyTorch model ...")
+            results["profile"] = profile_inference()
+        if "conversion" in sections:
+            say("conversion of convnext_xlarge ...")
+            results["conversion"] = conversion(workdir)
+        if "export" in sections:
+            say("export and verify at every size ...")
+            variants = VARIANTS[:2] if args.quick else VARIANTS
+            results["export"] = export_scale(OURS, workdir, measure, say, variants)
+        if "startup" in sections:
+            say("start-up ...")
+            results["startup"] = startup(workdir)
+        if "tests" in sections:
             say("the test suite (make test's pytest command) ...")
             results["tests"] = test_suite()
     finally:
@@ -606,6 +689,15 @@ def main() -> None:
     RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
     RESULTS.write_text(report(results))
     print(RESULTS.read_text())
+
+
+def profile_inference() -> str:
+    result = subprocess.run(
+        [OURS, str(PROFILE_INFERENCE)], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    if result.returncode != 0:
+        return f"failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}"
+    return result.stdout.strip()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ IMPL: torch, torch-unfused, torch-channels_last, torch-compile, torch-peer-env (
 in timm's environment and torch), timm, transformers (peers, each in the Python that has it),
 keras-eager, keras-predict, keras-function, keras-xla (ours),
 kapp-eager, kapp-function, kapp-xla (keras.applications.ConvNeXtTiny), savedmodel, tflite
-(what `convnext export` wrote, at --artifact). --device cuda runs a PyTorch implementation on
-the GPU (its Python needs a CUDA build of torch).
+(what `convnext export` wrote, at --artifact), onnxruntime, openvino (the engines deployers
+pick, running the ONNX file torch.onnx.export wrote of our PyTorch model, at --artifact; in
+the Python of `make engines`). --device cuda runs a PyTorch implementation on the GPU (its
+Python needs a CUDA build of torch).
 """
 
 from __future__ import annotations
@@ -132,6 +134,33 @@ def keras_call(impl: str, batch: int, threads: int, artifact: str | None):
     return lambda: function(xt)
 
 
+def engine_call(impl: str, batch: int, threads: int, artifact: str):
+    """ONNX Runtime or OpenVINO on the CPU, `threads` threads, float32 throughout: OpenVINO's
+    CPU plugin would compute in bfloat16 where the processor has it (its default precision
+    hint); f32 is asked for, so that it computes what the others compute."""
+    x = images(batch, nhwc=False)
+    if impl == "onnxruntime":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            artifact, options, providers=["CPUExecutionProvider"]
+        )
+        name = session.get_inputs()[0].name
+        return lambda: session.run(None, {name: x})
+    import openvino
+
+    compiled = openvino.Core().compile_model(
+        artifact,
+        "CPU",
+        {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"},
+    )
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: x})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("impl")
@@ -144,6 +173,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.impl.startswith(("torch", "timm", "transformers")):
         call = torch_call(args.impl, args.batch, args.threads, args.device)
+    elif args.impl in ("onnxruntime", "openvino"):
+        call = engine_call(args.impl, args.batch, args.threads, args.artifact)
     else:
         call = keras_call(args.impl, args.batch, args.threads, args.artifact)
     times = timed(call, args.repeats)
