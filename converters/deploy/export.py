@@ -52,7 +52,7 @@ def export_model(
         raise ConversionError("`quantize` applies to .tflite files, not to SavedModels")
     if tflite and model.compute_dtype != "float32":
         raise ConversionError(f"LiteRT computes in float32: export a float32 model to {dst.name}")
-    module = signatures_of(model)
+    signatures = signatures_of(model)
     with atomic_output(dst, force=force, size=4 * model.count_params()) as tmp:
         if tflite:
             log(f"converting to LiteRT{f' ({quantize} quantization)' if quantize else ''}")
@@ -60,21 +60,15 @@ def export_model(
             if offsets:
                 log("the weights pass 2 GB: written after the flatbuffer, at offsets")
             with open(tmp, "wb") as f:
-                f.write(to_tflite(module, quantize, workdir=Path(tmp).parent, offsets=offsets))
+                f.write(to_tflite(signatures, quantize, workdir=Path(tmp).parent, offsets=offsets))
         else:
-            save_savedmodel(module, tmp)
+            save_savedmodel(signatures, tmp)
     kind = ".tflite file" if tflite else "SavedModel"
     return f"{kind} with signatures {SERVING_SIGNATURE!r} and {TRACE_SIGNATURE!r}"
 
 
-def signatures_of(model: keras.Model):
-    """A tf.Module holding the two signature functions and the variables they read.
-
-    The module tracks the TensorFlow variables the functions capture, not the Keras model:
-    saved with the model, a Keras 3 model's variables are written twice (as Keras variables
-    and as the tf.Variables under them), and LiteRT's converter cannot find the values of
-    either through the model's object graph (it leaves empty variables: the file computes
-    NaN). Tracked as a list, each is saved once and frozen by the converter."""
+def signatures_of(model: keras.Model) -> dict:
+    """The two signature functions of `model`, by signature name."""
     import tensorflow as tf
 
     output = "logits" if has_head(model) else "features"
@@ -86,31 +80,36 @@ def signatures_of(model: keras.Model):
     def stages(images):
         return keras_trace(model, images)
 
-    module = tf.Module()
-    captured = {}
-    for name, call in ((SERVING_SIGNATURE, serving_default), (TRACE_SIGNATURE, stages)):
-        function = tf.function(call, input_signature=[images], autograph=False)
-        setattr(module, name, function)
-        for variable in function.get_concrete_function().variables:
-            captured.setdefault(id(variable), variable)
-    module.captured_variables = list(captured.values())
-    return module
+    return {
+        SERVING_SIGNATURE: tf.function(serving_default, input_signature=[images], autograph=False),
+        TRACE_SIGNATURE: tf.function(stages, input_signature=[images], autograph=False),
+    }
 
 
-def save_savedmodel(module, path: str | Path) -> None:
+def save_savedmodel(signatures: dict, path: str | Path) -> None:
+    """A SavedModel of these signature functions (name -> tf.function with an input
+    signature) and of the TensorFlow variables they capture, nothing else.
+
+    Not the Keras model behind them: LiteRT's converter finds no values for variables saved
+    through a Keras model's object graph (its file computes NaN), Keras' own ExportArchive
+    writes every variable twice (as a Keras variable and as the tf.Variable under it), and
+    walking the object graph makes saving take seconds longer."""
     import tensorflow as tf
 
-    signatures = {
-        name: getattr(module, name).get_concrete_function()
-        for name in (SERVING_SIGNATURE, TRACE_SIGNATURE)
-    }
-    tf.saved_model.save(module, str(path), signatures=signatures)
+    functions = {name: function.get_concrete_function() for name, function in signatures.items()}
+    captured = {}
+    for function in functions.values():
+        for variable in function.variables:
+            captured.setdefault(id(variable), variable)
+    holder = tf.Module()
+    holder.captured_variables = list(captured.values())
+    tf.saved_model.save(holder, str(path), signatures=functions)
 
 
 def to_tflite(
-    module, quantize: str | None, workdir: str | Path | None = None, offsets: bool = False
+    signatures: dict, quantize: str | None, workdir: str | Path | None = None, offsets: bool = False
 ) -> bytes:
-    """The .tflite flatbuffer of both signatures, converted from a SavedModel of `module`.
+    """The .tflite flatbuffer of these signatures, converted from their SavedModel.
 
     LiteRT's converter is given the SavedModel, not functions frozen in memory: it freezes
     the variables itself, once for both signatures, which share them. Frozen in Python first
@@ -122,9 +121,9 @@ def to_tflite(
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix=".convnext-export-", dir=workdir) as directory:
-        save_savedmodel(module, directory)
+        save_savedmodel(signatures, directory)
         converter = tf.lite.TFLiteConverter.from_saved_model(
-            directory, signature_keys=[SERVING_SIGNATURE, TRACE_SIGNATURE]
+            directory, signature_keys=list(signatures)
         )
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, dynamic range

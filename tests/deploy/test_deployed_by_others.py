@@ -65,17 +65,13 @@ def save(module: Deployed, path: Path, names: list[str]) -> Path:
 
 def float16_input_tflite(model: keras.Model, path: Path) -> Path:
     """onnx2tf's float16 file as it is fed: a float16 NHWC input of a fixed batch of 1,
-    computed in float32 (converted from a SavedModel that tracks the captured variables, as
-    convnext export does: the converter freezes them)."""
+    computed in float32 (converted from a SavedModel saved as convnext export saves: the
+    converter freezes the variables it captures)."""
     serve = tf.function(
         lambda x: {"logits": model(tf.cast(x, tf.float32), training=False)},
         input_signature=[tf.TensorSpec([1, *SIZE, 3], tf.float16)],
     )
-    holder = tf.Module()
-    holder.serving_default = serve
-    holder.captured_variables = list(serve.get_concrete_function().variables)
-    directory = path.with_suffix(".savedmodel")
-    tf.saved_model.save(holder, str(directory), signatures={"serving_default": serve})
+    directory = save_signatures(path.with_suffix(".savedmodel"), {"serving_default": serve})
     converter = tf.lite.TFLiteConverter.from_saved_model(str(directory))
     path.write_bytes(converter.convert())
     return path

@@ -252,7 +252,7 @@ def test_cli_export_quantize_needs_a_tflite_destination(capsys, tmp_path, deploy
     assert not dst.exists() and temp_dirs(tmp_path) == []
 
 
-def failing_savedmodel(module, path: str) -> None:
+def failing_savedmodel(signatures, path: str) -> None:
     """tf.saved_model.save that dies halfway: a partial directory, then an I/O error."""
     os.makedirs(os.path.join(path, "variables"))
     Path(path, "saved_model.pb").write_bytes(b"partial")

@@ -9,7 +9,7 @@ import keras
 import torch
 
 from converters.deploy.artifacts import open_artifact
-from converters.deploy.export import export_model
+from converters.deploy.export import export_model, save_savedmodel
 from converters.deploy.inputs import feeding, folder_images, random_images
 from converters.deploy.result import Verification
 from converters.deploy.verify import verify_models
@@ -134,18 +134,9 @@ EXPORTS = {  # kind -> (`convnext export model.keras` destination, options)
 
 
 def save_signatures(path: Path, signatures: dict) -> Path:
-    """tf.saved_model.save of these signature functions and the variables they capture, as
-    convnext export saves its own: not the object that holds them, whose Keras model's object
-    graph takes saving seconds longer to walk than the graph itself (16 s against 4 s for a
-    tiny model's four signatures)."""
-    import tensorflow as tf
-
-    functions = {name: function.get_concrete_function() for name, function in signatures.items()}
-    captured = {}
-    for function in functions.values():
-        for variable in function.variables:
-            captured.setdefault(id(variable), variable)
-    holder = tf.Module()
-    holder.captured_variables = list(captured.values())
-    tf.saved_model.save(holder, str(path), signatures=functions)
+    """These signature functions saved as convnext export saves its own
+    (converters.deploy.export.save_savedmodel: the variables they capture, not the object
+    that holds them, whose Keras model's object graph took 16 s to walk for four signatures
+    of the tiny model)."""
+    save_savedmodel(signatures, path)
     return path
