@@ -21,12 +21,14 @@ ever adds time). Ratios are against peers measured in the same run.
    the same file and writing the same bytes with h5py.
 5. Export at every size: `convnext export` to .tflite and SavedModel from convnext_tiny to
    convnextv2_huge, and `convnext verify` of the .tflite (benchmarks/bench_export.py).
-6. Start-up: `convnext --help`, `convnext inspect` of a small file, and building variants.
-7. The test suite: `make test`'s pytest command, wall time and peak memory (not with --quick).
+6. Verify in seconds: `convnext verify` of a convnext_tiny .tflite and SavedModel against its
+   floor (the imports and forward passes alone), stage by stage (benchmarks/bench_verify.py).
+7. Start-up: `convnext --help`, `convnext inspect` of a small file, and building variants.
+8. The test suite: `make test`'s pytest command, wall time and peak memory (not with --quick).
 
     .venv/bin/python benchmarks/bench.py [--rounds N] [--quick] [--only SECTION ...] [--report]
 
---only runs the sections named (inference, conversion, export, startup, tests) into the
+--only runs the sections named (inference, conversion, export, verify, startup, tests) into the
 results already written.
 
 Results: benchmarks/results.md and benchmarks/results.json (the README quotes them).
@@ -47,6 +49,7 @@ import time
 from pathlib import Path
 
 from bench_export import VARIANTS, export_report, export_scale
+from bench_verify import verify_report, verify_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("bench_worker.py")
@@ -613,6 +616,8 @@ def report(results: dict) -> str:
             conv["profile"],
             "```",
         ]
+    if "verify" in results:
+        lines += [""] + verify_report(results["verify"])
     start = results["startup"]
     lines += ["", "## Start-up and construction", "", "| what | time | peak RSS |", "|---|---|---|"]
     for what in ("convnext --help", "convnext inspect (atto .pth)"):
@@ -635,7 +640,7 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("inference", "conversion", "export", "startup", "tests")
+SECTIONS = ("inference", "conversion", "export", "verify", "startup", "tests")
 
 
 def main() -> None:
@@ -678,6 +683,9 @@ def main() -> None:
             say("export and verify at every size ...")
             variants = VARIANTS[:2] if args.quick else VARIANTS
             results["export"] = export_scale(OURS, workdir, measure, say, variants)
+        if "verify" in sections:
+            say("verify of convnext_tiny against its floor ...")
+            results["verify"] = verify_speed(OURS, workdir, ROOT, say, rounds)
         if "startup" in sections:
             say("start-up ...")
             results["startup"] = startup(workdir)

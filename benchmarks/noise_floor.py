@@ -25,7 +25,8 @@ from converters.startup import import_tensorflow_quietly
 import_tensorflow_quietly()
 import convnext_tf
 import convnext_torch
-from converters.deploy.artifacts import KerasArtifact, open_artifact
+from converters.deploy.artifacts import open_artifact
+from converters.deploy.artifacts.keras_models import KerasArtifact
 from converters.deploy.export import export_model
 from converters.deploy.inputs import feeding, random_images
 from converters.deploy.verify import FACTOR, verify_models

@@ -39,13 +39,13 @@ def main() -> None:
     import keras
 
     import convnext_tf
-    from converters import jobs
     from converters.files.writers import write_keras
     from converters.weights.convert import keras_model_from_state
+    from converters.weights.identify import model_spec, read_state
 
     step("import the rest")
-    state = jobs.read_state(src)
-    state, spec = jobs.model_spec(state, None, None)
+    state = read_state(src)
+    state, spec = model_spec(state, None, None)
     step("read and check the checkpoint")
     model, _ = keras_model_from_state(state, spec)
     step("build the Keras model from it")

@@ -32,7 +32,7 @@ _EXPORTS = {
     "keras_to_torch": "converters.weights.convert",
     "keras_variables": "converters.weights.convert",
     "torch_to_keras": "converters.weights.convert",
-    "load_torch_model": "converters.weights.convert",
+    "load_torch_model": "converters.weights.accounting",
     "infer_spec": "converters.weights.identify",
     "resolve_spec": "converters.weights.identify",
     "ConversionResult": "converters.weights.targets",

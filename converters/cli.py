@@ -34,7 +34,7 @@ from pathlib import Path
 
 from converters.errors import ConversionError, printable
 from converters.names.layouts import LAYOUT_CHOICES, LAYOUT_NAMES, TARGETS
-from converters.startup import import_tensorflow_quietly
+from converters.startup import import_tensorflow, quiet_native_notices
 from convnext_spec.spec import (
     CHECKPOINTS,
     VARIANT_OPTIONS,
@@ -97,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.run is run_variants:  # a table of the specs: no framework needed
             return run_variants(args)
-        import_tensorflow_quietly()  # before the library imports Keras: its notices go nowhere
-        from converters import jobs  # after parsing: --help does not wait for TensorFlow
+        quiet_native_notices()  # TensorFlow's and LiteRT's start-up notices go nowhere
+        if args.tensorflow:  # before the job imports Keras; verify imports it only where the
+            import_tensorflow()  # artifact needs it: not for a .tflite file, which LiteRT runs
+        from converters import jobs  # after parsing: --help does not wait for a framework
 
         return args.run(args, jobs)
     except (ConversionError, SpecError) as e:
@@ -207,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
         description="Convert ConvNeXt checkpoints between PyTorch and Keras 3, strictly.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    parser.set_defaults(unusable=1)  # the exit status of a bad file; verify's is 2
+    parser.set_defaults(unusable=1, tensorflow=True)  # the exit status of a bad file; verify's is 2
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser(
@@ -317,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--force", action="store_true", help="replace an existing --report / --json file"
     )
-    verify.set_defaults(run=run_verify, unusable=2)
+    verify.set_defaults(run=run_verify, unusable=2, tensorflow=False)
 
     export = commands.add_parser(
         "export",

@@ -111,6 +111,11 @@ FAMILY_DEFAULTS: dict[str, dict] = {
     "convnextv2": {"use_grn": True, "layer_scale_init_value": 0.0},
 }
 
+# The input normalisation every ImageNet ConvNeXt was trained with (torchvision's constants):
+# what verify feeds the PyTorch side, and what keras.applications builds into its models.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 KINDS = ("classifier", "backbone", "isotropic")
 # kind -> the class both model packages build it with (convnext_torch.ConvNeXt, ...)
 MODEL_CLASSES = {

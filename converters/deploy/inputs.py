@@ -14,7 +14,7 @@ import numpy as np
 
 from converters.deploy.artifacts import Artifact
 from converters.errors import ConversionError, first_sentence
-from converters.weights.keras_applications import IMAGENET_MEAN, IMAGENET_STD
+from convnext_spec.spec import IMAGENET_MEAN, IMAGENET_STD
 
 PIXEL_SCALES = {"0-1": 1.0, "0-255": 255.0}
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from converters.deploy.artifacts import Artifact
-from converters.deploy.candidates import Candidate, Keep, intermediate_tensors
+from converters.deploy.artifacts.candidates import Candidate, Keep
 from converters.deploy.result import Point
 from converters.errors import first_sentence
 
@@ -199,7 +199,7 @@ def locate_points(
         return judge(name, reference, found, floors.get(name))
 
     try:
-        candidates = intermediate_tensors(artifact, given[:k], shapes_kept(wanted))
+        candidates = artifact.tensors(given[:k], shapes_kept(wanted))
     except Exception as e:  # noqa: BLE001 - TensorFlow and LiteRT raise many types
         why = f"its tensors could not be read: {first_sentence(e)[:120]}"
         return Location(unlocated=[(name, why) for name in wanted])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass, field
 
 from converters.errors import printable
@@ -60,6 +61,22 @@ class ImageRow:
         return self.expected == self.found
 
 
+class Stopwatch:
+    """Seconds per stage of a verify, in the order the stages first ran: where its time goes
+    (Verification.timings, in the JSON; `make bench` tabulates them). A stage met again (each
+    batch's reference pass) adds to its total."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """`stage` took the time since the previous lap (or since the stopwatch started)."""
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
 @dataclass
 class Verification:
     """The result of converters.deploy.verify.verify: a verdict and the evidence for it."""
@@ -82,6 +99,7 @@ class Verification:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     caveat: str = ""  # on a PASS: the slips a wide tolerance cannot see (deploy.hints)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (Stopwatch)
 
     @property
     def verdict(self) -> str:

@@ -8,12 +8,9 @@ parameter a value that matters before weights are converted and compared.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import torch
 from torch import nn
-
-from convnext_tf.model import mean as keras_mean
 
 
 def trace(model, x, call, pool) -> dict:
@@ -63,15 +60,13 @@ def has_weights(layer) -> bool:
     """Whether a layer of either framework (or None) holds weights: not an Identity."""
     if layer is None:
         return False
-    return bool(
-        layer.weights if isinstance(layer, keras.layers.Layer) else list(layer.parameters())
-    )
+    return bool(list(layer.parameters()) if isinstance(layer, nn.Module) else layer.weights)
 
 
 def layers_of(sequential) -> list:
     """The blocks of a stage: a torch nn.Sequential iterates over them, a keras.Sequential
     lists them in .layers."""
-    return list(sequential.layers if isinstance(sequential, keras.Sequential) else sequential)
+    return list(sequential if isinstance(sequential, nn.Module) else sequential.layers)
 
 
 def torch_trace(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -86,8 +81,12 @@ def torch_trace(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in points.items()}
 
 
-def keras_trace(model: keras.Model, images) -> dict:
-    """trace() of a Keras ConvNeXt in inference mode on `images` (N, H, W, C); tensors."""
+def keras_trace(model, images) -> dict:
+    """trace() of a Keras ConvNeXt (a convnext_tf model) in inference mode on `images`
+    (N, H, W, C); tensors. Keras is imported by whoever built the model: this module needs
+    only PyTorch, so that verify of a .tflite file loads no TensorFlow."""
+    from convnext_tf.model import mean as keras_mean
+
     return trace(
         model,
         images,

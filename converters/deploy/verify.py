@@ -23,12 +23,12 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import keras
 import numpy as np
 import torch
 
 import convnext_torch
-from converters.deploy.artifacts import QUANTIZED_ELEMENTS, Artifact, open_artifact, rejected
+from converters.deploy.artifacts import Artifact, open_artifact, rejected
+from converters.deploy.artifacts.tflite import QUANTIZED_ELEMENTS
 from converters.deploy.hints import Evidence, advise
 from converters.deploy.inputs import (
     CHANNEL_ORDERS,
@@ -46,11 +46,11 @@ from converters.deploy.inputs import (
     served_name,
 )
 from converters.deploy.locate import LOCATE_IMAGES, Location, locate_points
-from converters.deploy.result import ImageRow, Point, Verification
+from converters.deploy.result import ImageRow, Point, Stopwatch, Verification
 from converters.deploy.trace import torch_trace
 from converters.errors import ConversionError, Log, choice_argument, path_argument, quiet
 from converters.startup import native_notices_silenced
-from converters.weights.convert import load_torch_model
+from converters.weights.accounting import load_torch_model
 from converters.weights.identify import model_spec, read_state
 
 # The float32 noise floor is measured on as many images as this many float64 depthwise-conv
@@ -205,21 +205,24 @@ def verify(
     allow_tf32: on a GPU, leave TensorFloat-32 on (it is turned off in both by default).
     """
 
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), Stopwatch()
     check_options(input_layout, pixels, output, size, batch, mean, std, seed, atol, rtol)
     torch_src = path_argument("torch_src", torch_src)
     deployed = path_argument("deployed", deployed)
     check_torch_source(torch_src)
     state = read_state(torch_src, layout, ema, key, log, prefix)
     state, spec = model_spec(state, variant, num_classes, log)
+    clock.lap("read the checkpoint")
     # the artifact's own size, or 224 x 224, is known once it is open: till then the
     # smallest size there is bounds what the batch takes
     check_memory(spec, tuple(size) if size is not None else (32, 32), batch)
     reference = convnext_torch.create_model(spec)
     load_torch_model(state, reference)
     del state
+    clock.lap("build the PyTorch model")
     log(f"opening {deployed}")
     artifact = open_artifact(deployed, spec, signature, output_name)
+    clock.lap("open the artifact (TensorFlow's import, where it needs it)")
     log(f"found {artifact.description}")
     if size is None:
         size = artifact.size or (224, 224)
@@ -233,6 +236,7 @@ def verify(
         inputs = folder_images(path_argument("images", images), tuple(size), spec.in_chans)
     else:
         inputs = random_images(batch, tuple(size), spec.in_chans, seed)
+    clock.lap("read or make the images")
     return verify_models(
         reference,
         artifact,
@@ -246,6 +250,7 @@ def verify(
         started=started,
         log=log,
         locate=locate,
+        clock=clock,
     )
 
 
@@ -370,21 +375,25 @@ def verify_models(
     started: float | None = None,
     log: Log = quiet,
     locate: str = "on-fail",
+    clock: Stopwatch | None = None,
 ) -> Verification:
     """verify() on models already in memory: `model`, a convnext_torch model (any dtype; it
     is copied to the precisions needed), `artifact` (converters.deploy.artifacts), `inputs` and how
     to `feed` them. Python users with a model in hand start here. A foreign artifact's blocks
     are found among its own tensors (converters.deploy.locate) when its output FAILS, where
     they say where it goes wrong; `locate="always"` finds them on a PASS too (it costs a
-    second run of the first batch: for a SavedModel, freezing its graph)."""
+    second run of the first batch: for a SavedModel, freezing its graph). `clock` times the
+    stages (Verification.timings)."""
     choice_argument("locate", locate, ("on-fail", "always"))
     started = time.perf_counter() if started is None else started
+    clock = clock or Stopwatch()
     feed = dataclasses.replace(feed)  # the output kind may be settled below: not the caller's
     batches = inputs.batches(batch)
     first_batch = next(batches)  # the artifact runs it before any PyTorch work: a batch,
     probed, guessed = probe_output(  # size or class count it refuses is said in seconds
         model, artifact, feed, first_batch[1], lambda x: call(artifact.run, artifact, x)
     )
+    clock.lap("the artifact's first batch (probed)")
     environment = numeric_environment(artifact, allow_tf32)
     precision = artifact.precision
     # The reference computes as the artifact should; the baseline is PyTorch itself one
@@ -401,6 +410,7 @@ def verify_models(
     floored_at_most = len(inputs.names)
     if precision == "float32":
         floored_at_most = floor_images(model, inputs.size, inputs.channels, floored_at_most)
+    clock.lap("copy the reference to the precisions needed")
     notes = list(artifact.notes) + list(feed.notes) + guessed
     if artifact.layout is None and feed.layout == "nhwc":
         notes.append("the artifact's input shape does not say its layout: NHWC assumed")
@@ -427,15 +437,19 @@ def verify_models(
     log(f"comparing on {inputs.description}")
     for index, (names, pixels) in enumerate(itertools.chain([first_batch], batches)):
         x, given = feed.both_inputs(pixels, artifact.input_dtype)
+        clock.lap("read or make the images")
         expected = torch_trace(reference, x)
         check_reference_finite(expected, names)
+        clock.lap("the PyTorch reference")
         output_name = served_name(expected, feed.output)  # head, norm, a backbone's last norm
         m = min(len(names), floored_at_most - floored)
         floor = torch_trace(baseline, x[:m]) if m > 0 else {}
         floored += m
+        clock.lap("the noise floor (PyTorch one precision away)")
         found = {}
         if artifact.traced:
             found = call(artifact.trace, artifact, given)
+            clock.lap("the artifact's stage outputs")
             for name in expected:  # in the order the model computes them
                 if name in found:
                     tally = tallies.setdefault(name, Tally())
@@ -449,6 +463,7 @@ def verify_models(
             if index == 0
             else channels_first(np.asarray(call(artifact.run, artifact, given), dtype=np.float64))
         )
+        clock.lap("the artifact")
         if index == 0:  # what the hints after the verdict are tried on
             evidence = Evidence(x, got, {k: channels_first(v) for k, v in found.items()})
         want = expected[output_name]
@@ -471,11 +486,13 @@ def verify_models(
                 rows.append(ImageRow(name, int(w.argmax()), found_class, nan_max(abs(w - g))))
                 topk_same.append(finite and set(np.argsort(-w)[:k]) == set(np.argsort(-g)[:k]))
     final = served.point(output_name, tolerance, atol or 0.0, floor_scale)
+    clock.lap("compare")
     if first_seen is not None and (locate == "always" or not final.ok):
         log("locating the intermediate outputs among the artifact's own tensors")
         judge = judged(tolerance, floor_scale)
         with native_notices_silenced():  # LiteRT's INFO lines from a second interpreter
             located = locate_points(artifact, *first_seen, judge)
+        clock.lap("locate the blocks among the artifact's tensors")
     elif first_seen is not None:
         notes.append(
             "intermediate outputs: a foreign artifact's blocks are located among its own "
@@ -509,6 +526,7 @@ def verify_models(
     hints, caveat = advise(
         model, evidence, feed.output, output_name, points, final, first, wide, agreeing, artifact
     )
+    clock.lap("hints")
     notes += hints
     label = feed.output  # logits, probabilities or features
     final.name = label
@@ -540,6 +558,7 @@ def verify_models(
         notes=notes,
         seconds=time.perf_counter() - started,
         caveat=caveat,
+        timings=clock.seconds,
     )
 
 
@@ -616,20 +635,24 @@ def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
 
 def numeric_environment(artifact: Artifact, allow_tf32: bool) -> dict[str, str]:
     """What decides the float32 numerics here, for the record: versions, oneDNN, threads,
-    and on a GPU, TensorFloat-32 (off in both frameworks unless allowed)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
+    and on a GPU, TensorFloat-32 (off in both frameworks unless allowed). TensorFlow is
+    described where the artifact needed it; a .tflite file runs on LiteRT alone."""
     environment = {
         "python": platform.python_version(),
         "torch": f"{torch.__version__} (reference on the CPU, {torch.get_num_threads()} threads)",
-        "tensorflow": f"{tf.__version__}, oneDNN {onednn_state()}",
-        "keras": f"{keras.__version__} ({keras.backend.backend()} backend)",
     }
     if artifact.kind == "tflite":
         environment["litert"] = package("ai-edge-litert")
+        environment["device"] = f"CPU ({platform.machine()})"
+        return environment
+    import keras
+    import tensorflow as tf
+
+    environment["tensorflow"] = f"{tf.__version__}, oneDNN {onednn_state()}"
+    environment["keras"] = f"{keras.__version__} ({keras.backend.backend()} backend)"
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     environment["threads"] = f"TensorFlow {threads} (of {os.cpu_count()} CPUs)"
+    gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         tf.config.experimental.enable_tensor_float_32_execution(allow_tf32)
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32

@@ -25,7 +25,7 @@ from converters.errors import ConversionError
 from converters.files.checkpoint import StateDict
 from converters.names import mapping
 from converters.weights.convert import check_match
-from convnext_spec.spec import ModelSpec
+from convnext_spec.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 CONSTRUCTORS = {
     "convnext_tiny": "ConvNeXtTiny",
@@ -35,8 +35,7 @@ CONSTRUCTORS = {
     "convnext_xlarge": "ConvNeXtXLarge",
 }
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation keras.applications builds in
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# IMAGENET_MEAN, IMAGENET_STD (convnext_spec): the normalisation keras.applications builds in
 
 
 def check_spec(spec: ModelSpec, include_top: bool = True) -> None:

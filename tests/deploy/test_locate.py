@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.deploy.candidates import Candidate
+from converters.deploy.artifacts.candidates import Candidate
 from converters.deploy.locate import locate
 from converters.deploy.result import Point
 

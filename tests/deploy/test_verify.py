@@ -24,7 +24,8 @@ import tensorflow as tf
 import torch
 
 import convnext_tf
-from converters.deploy.artifacts import KerasArtifact, open_artifact
+from converters.deploy.artifacts import open_artifact
+from converters.deploy.artifacts.keras_models import KerasArtifact
 from converters.deploy.inputs import feeding, random_images
 from converters.deploy.verify import FACTOR, UNIT_ROUNDOFF, verify, verify_models
 from converters.errors import ConversionError

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -25,6 +27,8 @@ from converters.errors import ConversionError
 from tests.deploy.test_verify import SIZE, SPEC, keras_copy, write
 from tests.support.helpers import assert_one_line_error, random_torch_model, run
 from tests.support.verifying import save_signatures
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("ai_edge_litert", reason=".tflite files need ai-edge-litert (deploy extra)")
 
@@ -552,6 +556,33 @@ def test_no_stray_lines_on_stderr_from_litert_or_numpy(capfd, tmp_path, atto, na
     assert "INFO:" not in err and "Warning" not in err, err
 
 
+def test_verify_of_a_tflite_file_loads_no_tensorflow(tmp_path, atto, nan_tflite):
+    """LiteRT runs a .tflite file alone: `convnext verify` of one, in a fresh process, goes
+    through every stage (the checkpoint, the artifact, the reference, the floor, its stage
+    outputs, the hints after a FAIL) without importing TensorFlow or Keras, whose start-up is
+    most of a verify's time; the JSON says how long each stage took."""
+    record = tmp_path / "r.json"
+    code = (
+        "import sys\n"
+        "from converters.cli import main\n"
+        f"code = main(['verify', {str(atto)!r}, {str(nan_tflite)!r}, '--size', '{SIZE[0]}', "
+        f"'{SIZE[1]}', '--batch', '2', '--json', {str(record)!r}])\n"
+        "print(code, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.stdout.strip().splitlines()[-1] == "1 []", result.stdout + result.stderr
+    timings = json.loads(record.read_text())["timings"]
+    assert list(timings)[:3] == [
+        "read the checkpoint",
+        "build the PyTorch model",
+        "open the artifact (TensorFlow's import, where it needs it)",
+    ]
+    assert "the artifact's stage outputs" in timings and "hints" in timings
+    assert all(seconds >= 0 for seconds in timings.values())
+
+
 def test_a_picture_past_pillows_warning_size_is_refused_in_one_line(tmp_path):
     from PIL import Image
 
@@ -603,7 +634,7 @@ def test_only_litert_s_own_quantization_pattern_earns_the_looser_tolerance(weigh
     """One int8 convolution among float ones (a tampered float32 file, whose other weights
     were changed) passed with the dynamic-int8 tolerance, 30,000 times float32's: now the
     quantized tolerance needs every weight LiteRT would quantize quantized, and no other."""
-    from converters.deploy.artifacts import tflite_precision
+    from converters.deploy.artifacts.tflite import tflite_precision
 
     assert tflite_precision(GraphOnly(weights))[0] == precision
 
