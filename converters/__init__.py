@@ -3,8 +3,8 @@ that a deployed model computes what its PyTorch original computes.
 
 A thin door over four wings, whose imports run one way, down:
 
-    cli.py (parses and prints) -> jobs.py (whole jobs: convert_file, verify_file, ...)
-      -> deploy/  (trace, export, artifacts, verify, result, report)
+    cli.py (parses and prints) -> jobs/ (whole jobs: convert_file, verify_file, ...)
+      -> deploy/  (trace, export, artifacts/, verify, result, report)
       -> weights/ (which model a checkpoint is; tensors onto models, strictly)
       -> files/   (bytes in and out: readers, writers, every guard once)
       -> names/   (the key tables: no framework)

@@ -1,5 +1,5 @@
 """Where does a foreign artifact stop agreeing? The reference's block outputs found by value
-among the artifact's own tensors (converters.deploy.candidates).
+among the artifact's own tensors (Artifact.tensors, converters.deploy.artifacts).
 
 A hand-written port, a LiteRT file from another converter, names its tensors its own way
 (`stage3_block1_add`, `StatefulPartitionedCall/model/add_4`), so names cannot say which tensor

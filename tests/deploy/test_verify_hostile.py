@@ -26,7 +26,6 @@ from converters.deploy.verify import verify_models
 from converters.errors import ConversionError
 from tests.deploy.test_verify import SIZE, SPEC, keras_copy, write
 from tests.support.helpers import assert_one_line_error, random_torch_model, run
-from tests.support.verifying import save_signatures
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -409,50 +408,6 @@ def test_a_tf1_savedmodel_is_refused(tmp_path):
         check_savedmodel(tmp_path)
 
 
-# --- the tolerance of a .tflite follows the weights it computes with ------------------------
-
-
-def tflite_of(directory: Path, module, name: str) -> Path:
-    """`module.serve` as a float32 .tflite file, through a SavedModel (LiteRT's converter)."""
-    import tensorflow as tf
-
-    saved = directory / f"{name}_savedmodel"
-    save_signatures(saved, {"serving_default": module.serve})
-    path = directory / f"{name}.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
-    return path
-
-
-def test_an_idle_int8_cast_does_not_loosen_the_tolerance(tmp_path, tiny_model):
-    """A float32 model 1e-3 off that holds one int8 cast feeding nothing weighted: compared
-    as float32 (its convolutions take float32 weights), so it FAILS. Deciding from any int8
-    tensor made it dynamic-int8, whose tolerance let it pass."""
-    import tensorflow as tf
-
-    from converters.deploy.artifacts import open_artifact
-
-    model = keras_copy(tiny_model)
-
-    class OffByAThousandth(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model  # tracked: its variables are saved with the module
-
-        @tf.function(input_signature=[tf.TensorSpec([None, *SIZE, 3], tf.float32)])
-        def serve(self, x):
-            idle = tf.cast(tf.cast(x[:, :1, :1, :1] * 0.0, tf.int8), tf.float32)
-            logits = self.model(x, training=False) * 1.001
-            return {"logits": logits + tf.reshape(idle, [-1, 1])}
-
-    path = tflite_of(tmp_path, OffByAThousandth(), "idle_cast")
-    artifact = open_artifact(path, SPEC)
-    assert artifact.precision == "float32"
-    assert any("take float32 weights" in note for note in artifact.notes)
-    feed = feeding(artifact, 3, None, None, None, None, None)
-    result = verify_models(tiny_model, artifact, random_images(2, SIZE, 3, 0), feed, batch=2)
-    assert not result.passed, result.format()
-
-
 # --- export: what the destination's name says -----------------------------------------------
 
 
@@ -594,51 +549,6 @@ def test_a_picture_past_pillows_warning_size_is_refused_in_one_line(tmp_path):
         read_image(path, (64, 64), 3)
 
 
-class GraphOnly:
-    """What tflite_precision reads of a LiteRT interpreter: tensors and operators."""
-
-    def __init__(self, weights: list[tuple[str, tuple[int, ...], bool]]):
-        """`weights`: (dtype, shape, has scales) of each convolution's weight."""
-        self.tensors, self.ops = [], []
-        for i, (dtype, shape, scales) in enumerate(weights):
-            parameters = {"scales": np.ones(shape[0]) if scales else np.zeros(0)}
-            self.tensors.append(
-                {"index": 2 * i, "dtype": np.float32, "shape": np.array([1, 8, 8, shape[-1]]),
-                 "quantization_parameters": {"scales": np.zeros(0)}}
-            )  # fmt: skip
-            self.tensors.append(
-                {"index": 2 * i + 1, "dtype": np.dtype(dtype), "shape": np.array(shape),
-                 "quantization_parameters": parameters}
-            )  # fmt: skip
-            self.ops.append({"op_name": "CONV_2D", "inputs": [2 * i, 2 * i + 1], "outputs": []})
-
-    def get_tensor_details(self):
-        return self.tensors
-
-    def _get_ops_details(self):
-        return self.ops
-
-
-@pytest.mark.parametrize(
-    "weights, precision",
-    [
-        ([("int8", (64, 3, 3, 64), True), ("float32", (8, 1, 1, 8), False)], "dynamic-int8"),
-        ([("int8", (64, 3, 3, 64), True), ("float32", (64, 3, 3, 64), False)], "float32"),
-        ([("int8", (8, 1, 1, 8), True), ("float32", (8, 1, 1, 8), False)], "float32"),
-        ([("int8", (64, 3, 3, 64), False)], "float32"),  # int8 with no scales: a cast
-        ([("float16", (64, 3, 3, 64), False), ("float32", (8, 1, 1, 8), False)], "float32"),
-        ([("float16", (64, 3, 3, 64), False), ("float16", (8, 1, 1, 8), False)], "float16"),
-    ],
-)
-def test_only_litert_s_own_quantization_pattern_earns_the_looser_tolerance(weights, precision):
-    """One int8 convolution among float ones (a tampered float32 file, whose other weights
-    were changed) passed with the dynamic-int8 tolerance, 30,000 times float32's: now the
-    quantized tolerance needs every weight LiteRT would quantize quantized, and no other."""
-    from converters.deploy.artifacts.tflite import tflite_precision
-
-    assert tflite_precision(GraphOnly(weights))[0] == precision
-
-
 def test_a_loop_or_a_recursive_call_is_refused(capsys, tmp_path, atto):
     """Every op of an endless tf.while_loop is harmless alone, and it hung verify inside
     TensorFlow, where SIGTERM cannot reach: loops are not on the allow-list. A function that
@@ -698,31 +608,3 @@ def test_a_directory_that_appears_at_a_report_path_is_not_replaced(tmp_path):
         write_text("<html></html>", path, force=True)
     assert (path / "notes.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["race.html"]
-
-
-def test_a_savedmodel_cannot_loosen_its_tolerance_by_taking_float16(tmp_path, tiny_model):
-    """A graph that takes float16 input, computes in float32 and is 0.3% off passed against
-    float16's floor: a foreign artifact is held to float32's tolerance, and told so."""
-    import tensorflow as tf
-
-    from converters.deploy.artifacts import open_artifact
-
-    model = keras_copy(tiny_model)
-
-    class Float16In(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float16)])
-        def serve(self, x):
-            return {"logits": self.model(tf.cast(x, tf.float32), training=False) * 1.003}
-
-    module = Float16In()
-    path = savedmodel(tmp_path, module, {"serving_default": module.serve})
-    artifact = open_artifact(path, SPEC)
-    assert (artifact.precision, artifact.input_dtype) == ("float32", "float16")
-    assert any("held to float32's tolerance" in note for note in artifact.notes)
-    feed = feeding(artifact, 3, None, None, None, None, None)
-    result = verify_models(tiny_model, artifact, random_images(2, SIZE, 3, 0), feed, batch=2)
-    assert not result.passed, result.format()
