@@ -4,6 +4,14 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `make test` runs 2 workers (pytest-xdist): each framework's thread pools get the worker's
+# share of the cores, not all of them, before either framework starts (PyTorch reads
+# OMP_NUM_THREADS, TensorFlow its TF_NUM_* variables; the commands a test starts inherit them).
+# Pools sized for the whole machine in every worker oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(name, str(share))
 
 from converters.startup import import_tensorflow_quietly
 
