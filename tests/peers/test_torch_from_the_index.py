@@ -42,3 +42,7 @@ def test_convert_export_and_verify_beside_triton(tmp_path):
     convnext("export", tmp_path / "atto.pth", tmp_path / "atto.tflite")
     verified = convnext("verify", tmp_path / "atto.pth", tmp_path / "atto.tflite")
     assert "PASS" in verified.stdout + verified.stderr
+    # verify imports TensorFlow only for the kinds that need it, after PyTorch: a SavedModel
+    convnext("export", tmp_path / "atto.pth", tmp_path / "atto_savedmodel")
+    verified = convnext("verify", tmp_path / "atto.pth", tmp_path / "atto_savedmodel")
+    assert "PASS" in verified.stdout + verified.stderr
