@@ -77,3 +77,12 @@ Log = Callable[[str], None]  # how the library reports progress: one line at a t
 
 def quiet(line: str) -> None:
     """The default `log`: say nothing."""
+
+
+def check_keras_source_options(layout: str, ema: bool, key: str | None, prefix: str | None) -> None:
+    """A Keras file as the source: the options that describe a PyTorch checkpoint's layout
+    (`layout`, `ema`, `key`, `prefix`) have nothing to describe, and are refused, not ignored."""
+    if layout != "auto" or ema or key is not None or prefix is not None:
+        raise ConversionError(
+            "`layout`, `ema`, `key` and `prefix` describe PyTorch sources, not Keras files"
+        )

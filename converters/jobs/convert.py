@@ -7,6 +7,7 @@ from pathlib import Path
 from converters.errors import (
     ConversionError,
     Log,
+    check_keras_source_options,
     choice_argument,
     count_argument,
     path_argument,
@@ -78,10 +79,7 @@ def convert_file(
             raise ConversionError(
                 f"{src} is a Keras file already: `target` {', '.join(WRITTEN_LAYOUTS)}"
             )
-        if layout != "auto" or ema or key is not None or prefix is not None:
-            raise ConversionError(
-                "`layout`, `ema`, `key` and `prefix` describe PyTorch sources, not Keras files"
-            )
+        check_keras_source_options(layout, ema, key, prefix)
         if not applications:
             return keras_file_to_pytorch(src, dst, target, variant, num_classes, log, force)
         state = read_applications(src, variant, log)

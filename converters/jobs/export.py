@@ -8,6 +8,7 @@ from converters.deploy.export import export_model
 from converters.errors import (
     ConversionError,
     Log,
+    check_keras_source_options,
     choice_argument,
     count_argument,
     path_argument,
@@ -60,10 +61,7 @@ def export_file(
             f"{src}: a deployed model already; export reads PyTorch checkpoints and Keras files"
         )
     if suffix_of(src, KERAS_SUFFIXES):
-        if layout != "auto" or ema or key is not None or prefix is not None:
-            raise ConversionError(
-                "`layout`, `ema`, `key` and `prefix` describe PyTorch sources, not Keras files"
-            )
+        check_keras_source_options(layout, ema, key, prefix)
         if src.name.endswith(".keras") and (variant is not None or num_classes is not None):
             raise ConversionError(
                 f"{src}: a .keras file records its model; `variant` and `num_classes` are for "
