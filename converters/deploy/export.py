@@ -17,9 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from converters.deploy.artifacts import SERVING_SIGNATURE, TRACE_SIGNATURE
-from converters.deploy.trace import has_head, is_backbone, keras_trace
+from converters.deploy.tflite_join import Piece, join
+from converters.deploy.trace import (
+    Step,
+    forward_steps,
+    has_head,
+    is_backbone,
+    keras_steps,
+    keras_trace,
+)
 from converters.errors import ConversionError
 from converters.files.destinations import is_tflite_path
 from converters.files.outputs import atomic_output
@@ -52,17 +61,14 @@ def export_model(
         raise ConversionError("`quantize` applies to .tflite files, not to SavedModels")
     if tflite and model.compute_dtype != "float32":
         raise ConversionError(f"LiteRT computes in float32: export a float32 model to {dst.name}")
-    signatures = signatures_of(model)
     with atomic_output(dst, force=force, size=4 * model.count_params()) as tmp:
         if tflite:
-            log(f"converting to LiteRT{f' ({quantize} quantization)' if quantize else ''}")
             offsets = 4 * model.count_params() > BUFFER_OFFSETS_FROM
             if offsets:
                 log("the weights pass 2 GB: written after the flatbuffer, at offsets")
-            with open(tmp, "wb") as f:
-                f.write(to_tflite(signatures, quantize, workdir=Path(tmp).parent, offsets=offsets))
+            write_tflite(model, tmp, quantize, workdir=Path(tmp).parent, offsets=offsets, log=log)
         else:
-            save_savedmodel(signatures, tmp)
+            save_savedmodel(signatures_of(model), tmp)
     kind = ".tflite file" if tflite else "SavedModel"
     return f"{kind} with signatures {SERVING_SIGNATURE!r} and {TRACE_SIGNATURE!r}"
 
@@ -106,21 +112,97 @@ def save_savedmodel(signatures: dict, path: str | Path) -> None:
     tf.saved_model.save(holder, str(path), signatures=functions)
 
 
-def to_tflite(
-    signatures: dict, quantize: str | None, workdir: str | Path | None = None, offsets: bool = False
-) -> bytes:
-    """The .tflite flatbuffer of these signatures, converted from their SavedModel.
+def write_tflite(
+    model: keras.Model,
+    destination: str | Path,
+    quantize: str | None,
+    workdir: str | Path | None = None,
+    offsets: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+) -> None:
+    """`model` as a .tflite file at `destination`, with the two signatures of export_model.
 
-    LiteRT's converter is given the SavedModel, not functions frozen in memory: it freezes
-    the variables itself, once for both signatures, which share them. Frozen in Python first
-    (convert_variables_to_constants_v2, one graph per signature), convnext_tiny took 8.5 GB
-    at its peak; this way, 2.0 GB. The SavedModel is written in `workdir` (export puts it
-    beside the destination, where the user has room for the weights; /tmp may be memory)
-    and removed, whatever happens. offsets: the weights stored after the flatbuffer, which
-    holds at most 2 GiB."""
+    Converted in pieces: LiteRT's converter holds about six copies of the weights it is given
+    (docs/speed.md), 10 GB for convnext_xlarge at once. The forward pass is cut into pieces
+    of consecutive steps (converters.deploy.trace.forward_steps) of at most PIECE_BYTES of
+    weights, each converted on its own from a SavedModel of its steps alone, with its trace
+    points as outputs; the pieces are then joined into one subgraph that both signatures run
+    (converters.deploy.tflite_join). Nothing crosses a cut but the tensor one piece hands
+    the next, so the file computes what one conversion of the whole would. The pieces are
+    written in `workdir` (beside the destination, where the user has room for the weights;
+    /tmp may be memory) and removed, whatever happens. offsets: the weights stored after the
+    flatbuffer, which holds at most 2 GiB."""
+    steps = forward_steps(model)
+    pieces = pieces_of(steps)
+    points = [step.name for step in steps if step.name is not None]
+    output = "logits" if has_head(model) else "features"
+    log(
+        f"converting to LiteRT{f' ({quantize} quantization)' if quantize else ''} in "
+        f"{len(pieces)} pieces of at most {PIECE_BYTES / 2**20:.3g} MB of weights, then joined"
+    )
+    with tempfile.TemporaryDirectory(prefix=".convnext-export-", dir=workdir) as directory:
+        converted, link = [], None  # link: the trace point the next piece takes as its input
+        entry = tf_spec([None, None, None, model.in_chans], "images")
+        for number, piece in enumerate(pieces):
+            function = piece_function(piece, entry)
+            path = Path(directory) / f"piece{number}.tflite"
+            path.write_bytes(convert_functions({SERVING_SIGNATURE: function}, quantize, directory))
+            converted.append(Piece(path, link))
+            link = piece[-1].name
+            entry = tf_spec(function.get_concrete_function().structured_outputs[link].shape, "x")
+        signatures = {
+            SERVING_SIGNATURE: ("images", {output: points[-1]}),
+            TRACE_SIGNATURE: ("images", {name: name for name in points}),
+        }
+        join(converted, signatures, destination, offsets=offsets)
+
+
+# Float32 weights given to LiteRT's converter at once: it peaks at about six times this.
+PIECE_BYTES = 64 * 2**20
+
+
+def pieces_of(steps: list[Step]) -> list[list[Step]]:
+    """`steps` in consecutive groups of at most PIECE_BYTES of weights (a heavier step alone),
+    each ending at a trace point of the chain, which the next group takes as its input."""
+    pieces, piece, size = [], [], 0
+    for step in steps:
+        weights = [] if step.layer is None else step.layer.weights
+        weight = sum(4 * int(np.prod(w.shape)) for w in weights)
+        can_cut = piece and piece[-1].name is not None and not piece[-1].side
+        if can_cut and size + weight > PIECE_BYTES:
+            pieces.append(piece)
+            piece, size = [], 0
+        piece.append(step)
+        size += weight
+    return [*pieces, piece]
+
+
+def piece_function(steps: list[Step], entry):
+    """The tf.function of `steps` from the tensor `entry` describes to their trace points."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix=".convnext-export-", dir=workdir) as directory:
+    def piece(x):
+        return keras_steps(steps, x)
+
+    return tf.function(piece, input_signature=[entry], autograph=False)
+
+
+def tf_spec(shape, name: str):
+    import tensorflow as tf
+
+    return tf.TensorSpec(shape, tf.float32, name=name)
+
+
+def convert_functions(signatures: dict, quantize: str | None, workdir: str | Path) -> bytes:
+    """The .tflite flatbuffer of these signature functions, converted from their SavedModel.
+
+    LiteRT's converter is given a SavedModel, not functions frozen in memory: it freezes the
+    variables itself, once for every signature that shares them (frozen in Python first,
+    convert_variables_to_constants_v2, one graph per signature, the whole convnext_tiny took
+    8.5 GB). The SavedModel is written in `workdir` and removed."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix=".convnext-piece-", dir=workdir) as directory:
         save_savedmodel(signatures, directory)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             directory, signature_keys=list(signatures)
@@ -129,7 +211,6 @@ def to_tflite(
             converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, dynamic range
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        converter._experimental_use_buffer_offset = offsets  # noqa: SLF001 - no public name
         try:
             return converter.convert()
         except Exception as e:  # noqa: BLE001 - the converter raises its own types

@@ -8,9 +8,62 @@ parameter a value that matters before weights are converted and compared.
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a ConvNeXt's forward pass: `layer` run on the running tensor (None: the
+    global average pool), its output the trace point `name` (None: no point). A `side` step's
+    output is kept beside the chain (a backbone's `norm{i}`) and is not the next input."""
+
+    name: str | None
+    layer: object | None
+    side: bool = False
+
+
+def forward_steps(model) -> list[Step]:
+    """A ConvNeXt of either framework as the chain of steps its forward pass runs, in order:
+    what trace() follows, and what convnext export converts piece by piece."""
+    steps = []
+    if hasattr(model, "blocks"):  # isotropic
+        steps.append(Step("stem", model.stem))
+        steps += [Step(f"blocks.{j}", block) for j, block in enumerate(layers_of(model.blocks))]
+    else:
+        for i in range(4):
+            steps.append(Step(f"downsample_layers.{i}", model.downsample_layers[i]))
+            for j, block in enumerate(layers_of(model.stages[i])):
+                steps.append(Step(f"stages.{i}.{j}", block))
+            if is_backbone(model) and i in model.out_indices:
+                steps.append(Step(f"norm{i}", getattr(model, f"norm{i}"), side=True))
+    if not is_backbone(model):
+        if has_weights(getattr(model, "norm_pre", None)):  # the "norm_first" head
+            steps.append(Step("norm_pre", model.norm_pre))
+        steps.append(Step(None, None))
+        if has_weights(model.norm):
+            steps.append(Step("norm", model.norm))
+        if has_weights(getattr(model, "pre_logits", None)):  # the "mlp" head's hidden layer
+            steps.append(Step("pre_logits", model.pre_logits))
+        if has_head(model):
+            steps.append(Step("head", model.head))
+    return steps
+
+
+def run_steps(steps: list[Step], x, call, pool) -> dict:
+    """The trace points of `steps` run from `x` (see trace)."""
+    points = {}
+    for step in steps:
+        y = pool(x) if step.layer is None else call(step.layer, x)
+        if step.name is not None:
+            points[step.name] = y
+        if not step.side:
+            x = y
+    return points
 
 
 def trace(model, x, call, pool) -> dict:
@@ -26,29 +79,7 @@ def trace(model, x, call, pool) -> dict:
     `call(layer, x)` runs one layer (Keras: with training=False), `pool(x)` is the global
     average pool in the framework's layout; the tensors come back as the framework made them,
     so that this also runs inside a tf.function (convnext export)."""
-    points = {}
-    if hasattr(model, "blocks"):  # isotropic
-        x = points["stem"] = call(model.stem, x)
-        for j, block in enumerate(layers_of(model.blocks)):
-            x = points[f"blocks.{j}"] = call(block, x)
-    else:
-        for i in range(4):
-            x = points[f"downsample_layers.{i}"] = call(model.downsample_layers[i], x)
-            for j, block in enumerate(layers_of(model.stages[i])):
-                x = points[f"stages.{i}.{j}"] = call(block, x)
-            if is_backbone(model) and i in model.out_indices:
-                points[f"norm{i}"] = call(getattr(model, f"norm{i}"), x)
-    if not is_backbone(model):
-        if has_weights(getattr(model, "norm_pre", None)):  # the "norm_first" head
-            x = points["norm_pre"] = call(model.norm_pre, x)
-        x = pool(x)
-        if has_weights(model.norm):
-            x = points["norm"] = call(model.norm, x)
-        if has_weights(getattr(model, "pre_logits", None)):  # the "mlp" head's hidden layer
-            x = points["pre_logits"] = call(model.pre_logits, x)
-        if has_head(model):
-            points["head"] = call(model.head, x)
-    return points
+    return run_steps(forward_steps(model), x, call, pool)
 
 
 def has_head(model) -> bool:
@@ -69,15 +100,24 @@ def layers_of(sequential) -> list:
     return list(sequential if isinstance(sequential, nn.Module) else sequential.layers)
 
 
-def torch_trace(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
+def torch_trace(
+    model: nn.Module, images: np.ndarray, dtype: torch.dtype | None = None
+) -> dict[str, np.ndarray]:
     """trace() of a PyTorch ConvNeXt in inference mode on `images` (N, C, H, W) cast to the
-    model's dtype, as numpy arrays."""
+    model's dtype, as numpy arrays.
+
+    dtype: computed in this dtype rather than the model's, each step on a copy of its layer
+    made as it runs and dropped after it: the same operations as a copy of the whole model,
+    holding one step's copy at a time (verify's float64 noise floor of convnext_xlarge would
+    otherwise hold a 2.7 GB copy beside the model)."""
     model.eval()
-    dtype = next(model.parameters()).dtype
+    own = next(model.parameters()).dtype
+    if dtype is None or dtype == own:
+        dtype, call = own, lambda f, x: f(x)
+    else:
+        call = lambda f, x: copy.deepcopy(f).to(dtype)(x)  # noqa: E731
     with torch.no_grad():
-        points = trace(
-            model, torch.from_numpy(images).to(dtype), lambda f, x: f(x), lambda x: x.mean([-2, -1])
-        )
+        points = trace(model, torch.from_numpy(images).to(dtype), call, lambda x: x.mean([-2, -1]))
     return {name: value.numpy() for name, value in points.items()}
 
 
@@ -85,13 +125,15 @@ def keras_trace(model, images) -> dict:
     """trace() of a Keras ConvNeXt (a convnext_tf model) in inference mode on `images`
     (N, H, W, C); tensors. Keras is imported by whoever built the model: this module needs
     only PyTorch, so that verify of a .tflite file loads no TensorFlow."""
+    return keras_steps(forward_steps(model), images)
+
+
+def keras_steps(steps: list[Step], x) -> dict:
+    """run_steps() of a Keras ConvNeXt's steps in inference mode (NHWC)."""
     from convnext_tf.model import mean as keras_mean
 
-    return trace(
-        model,
-        images,
-        lambda f, x: f(x, training=False),
-        lambda x: keras_mean(x, axis=(1, 2)),
+    return run_steps(
+        steps, x, lambda f, x: f(x, training=False), lambda x: keras_mean(x, axis=(1, 2))
     )
 
 

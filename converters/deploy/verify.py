@@ -401,10 +401,14 @@ def verify_models(
     # slow on the CPU (its depthwise conv has no fast kernel: 20x float32 for ConvNeXt-T),
     # so for a float32 artifact the floor is measured on as many of the first images as
     # a fixed amount of float64 work allows (floor_images).
+    # The float64 floor of a float32 artifact runs block by block, each on a float64 copy of
+    # its own (torch_trace's dtype), rather than on a float64 copy of the whole model.
+    floor_dtype = None
     if precision == "float64":
         reference, baseline = reference_copy(model, "float64"), reference_copy(model, "float32")
     elif precision == "float32":
-        reference, baseline = reference_copy(model, "float32"), reference_copy(model, "float64")
+        reference = baseline = reference_copy(model, "float32")
+        floor_dtype = torch.float64
     else:  # quantized: float32 against PyTorch with its weights quantized the same way
         reference, baseline = reference_copy(model, "float32"), reference_copy(model, precision)
     floored_at_most = len(inputs.names)
@@ -443,7 +447,7 @@ def verify_models(
         clock.lap("the PyTorch reference")
         output_name = served_name(expected, feed.output)  # head, norm, a backbone's last norm
         m = min(len(names), floored_at_most - floored)
-        floor = torch_trace(baseline, x[:m]) if m > 0 else {}
+        floor = torch_trace(baseline, x[:m], floor_dtype) if m > 0 else {}
         floored += m
         clock.lap("the noise floor (PyTorch one precision away)")
         found = {}

@@ -15,7 +15,7 @@ import torch
 from tests.support.helpers import (
     random_torch_model,
 )
-from tests.support.verifying import EXPORTS, SPEC, keras_copy, write
+from tests.support.verifying import EXPORTS, SPEC, in_pieces, keras_copy, write
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +51,8 @@ class Deployed(Mapping):
             return write(keras_copy(self.tiny_model), self.directory / f"model.{kind}")
         name, options = EXPORTS[kind]
         path = self.directory / name
-        assert main(["export", str(self["keras"]), str(path), *options]) == 0
+        with in_pieces():
+            assert main(["export", str(self["keras"]), str(path), *options]) == 0
         return path
 
     def __iter__(self) -> Iterator[str]:

@@ -128,3 +128,26 @@ def test_a_savedmodel_cannot_loosen_its_tolerance_by_taking_float16(tmp_path, ti
     feed = feeding(artifact, 3, None, None, None, None, None)
     result = verify_models(tiny_model, artifact, random_images(2, SIZE, 3, 0), feed, batch=2)
     assert not result.passed, result.format()
+
+
+def test_the_float64_floor_block_by_block_is_the_float64_models(tiny_model):
+    """verify's float64 noise floor of a float32 artifact runs each step on a float64 copy of
+    its own layer (torch_trace's dtype), holding one block's copy rather than the whole
+    model's (2.7 GB for convnext_xlarge): bit for bit what a float64 copy of the whole model
+    computes, not what the float32 model does, and the model itself stays float32."""
+    import copy
+
+    import torch
+
+    from converters.deploy.trace import torch_trace
+
+    x = np.random.default_rng(3).normal(size=(2, 3, *SIZE))
+    stepwise = torch_trace(tiny_model, x, torch.float64)
+    whole = torch_trace(copy.deepcopy(tiny_model).double(), x)
+    single = torch_trace(tiny_model, x)
+    assert list(stepwise) == list(whole)
+    for name in whole:
+        assert stepwise[name].dtype == np.float64
+        np.testing.assert_array_equal(stepwise[name], whole[name])
+    assert not np.array_equal(stepwise["head"], single["head"])
+    assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}

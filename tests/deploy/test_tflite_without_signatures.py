@@ -20,14 +20,16 @@ pytest.importorskip("ai_edge_litert", reason=".tflite files need ai-edge-litert 
 
 
 def without_signatures(source: Path, path: Path) -> Path:
-    """`source` with its signature defs removed and its serving subgraph first (the model's
-    inputs and outputs are its first subgraph's), as the flatbuffer schema describes them."""
+    """`source` with its signature defs removed and its serving subgraph first, whose outputs
+    are the serving signature's alone (the model's inputs and outputs are its first
+    subgraph's), as the flatbuffer schema describes them."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(source))
     keys = [d.signatureKey for d in model.signatureDefs]
-    serving = model.signatureDefs[keys.index(b"serving_default")].subgraphIndex
-    model.subgraphs = [model.subgraphs[serving]]
+    serving = model.signatureDefs[keys.index(b"serving_default")]
+    model.subgraphs = [model.subgraphs[serving.subgraphIndex]]
+    model.subgraphs[0].outputs = [output.tensorIndex for output in serving.outputs]
     model.signatureDefs = []
     flatbuffer_utils.write_model(model, str(path))
     return path

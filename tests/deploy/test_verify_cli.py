@@ -32,6 +32,7 @@ from tests.support.verifying import (
     assert_passes,
     assert_unusable,
     check,
+    in_pieces,
     perturb_one_value,
     temp_dirs,
     tree,
@@ -234,7 +235,8 @@ def test_weights_past_the_flatbuffers_2_gb_are_written_at_offsets_and_verify(
     from the usual one (seen: with the option left off, it is the usual file)."""
     monkeypatch.setattr("converters.deploy.export.BUFFER_OFFSETS_FROM", 0)
     dst = tmp_path / "offsets.tflite"
-    code, out, err = run(capsys, "export", deployed["keras"], dst)
+    with in_pieces():
+        code, out, err = run(capsys, "export", deployed["keras"], dst)
     assert code == 0, err
     assert "the weights pass 2 GB: written after the flatbuffer, at offsets" in out + err
     assert dst.read_bytes() != deployed["tflite"].read_bytes()

@@ -417,7 +417,11 @@ def test_export_suffixes_are_case_insensitive_and_unknown_ones_refused(capsys, t
     from converters.deploy.export import export_model
 
     path = tmp_path / "model.TFLITE"
-    with mock.patch("converters.deploy.export.to_tflite", return_value=b"\0\0\0\0TFL3"):
+
+    def write(model, destination, *args, **kwargs):
+        Path(destination).write_bytes(b"\0\0\0\0TFL3")
+
+    with mock.patch("converters.deploy.export.write_tflite", write):
         export_model(convnext_tf.create_model(SPEC), path)  # the LiteRT converter: not the test
     assert path.is_file() and is_tflite(path)  # a LiteRT file, not a SavedModel directory
     for name in ("model.onnx", "model.pb"):
