@@ -27,7 +27,7 @@ SPEC = ModelSpec(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5)
 SIZE = (61, 67)
 
 # SPEC's .tflite files are converted in 3 pieces and joined, as convnext_tiny's are in 2 and
-# convnext_xlarge's in 41 (converters.deploy.export.PIECE_BYTES): downsample_layers.0 to
+# convnext_xlarge's in 33 (converters.deploy.export.PIECE_BYTES): downsample_layers.0 to
 # stages.2.0, stages.2.1 and downsample_layers.3, then stages.3.0 to the head. Every deploy
 # test of a .tflite reads a joined file.
 PIECE_BYTES = 50_000
