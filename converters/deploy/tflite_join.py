@@ -76,91 +76,117 @@ def read_piece(path: Path) -> tuple[schema.ModelT, set[int]]:
 def joined_model(
     pieces: Sequence[Piece], signatures: dict[str, tuple[str, dict[str, str]]]
 ) -> tuple[schema.ModelT, list[tuple[Path, int] | None]]:
-    """The joined model (buffers without data) and, for each of its buffers, where its bytes
-    are: (piece file, buffer index in it), or None for an empty buffer."""
-    joined = schema.ModelT()
-    joined.version = 3
-    joined.description = b"convnext export: converted by LiteRT in pieces, joined"
-    joined.operatorCodes, joined.buffers = [], [schema.BufferT()]  # buffer 0: the empty one
-    sources: list[tuple[Path, int] | None] = [None]
-    graph = schema.SubGraphT()
-    graph.name, graph.tensors, graph.operators = b"main", [], []
-    codes: dict[tuple, int] = {}
-    named: dict[str, int] = {}  # every piece output so far, by name -> joined tensor index
-    runtime, conversion = "0", None
+    """The joined model (its buffers without data) and, for each of its buffers, where its
+    bytes are: (piece file, buffer index in it), or None for a buffer without weights."""
+    joining = Joining()
     for number, piece in enumerate(pieces):
+        joining.add(number, piece)
+    return joining.finish(signatures), joining.sources
+
+
+class Joining:
+    """The one subgraph the pieces are appended to, in order, and what it has so far."""
+
+    def __init__(self) -> None:
+        self.graph = schema.SubGraphT()
+        self.graph.name, self.graph.tensors, self.graph.operators = b"main", [], []
+        self.codes: list[schema.OperatorCodeT] = []
+        self.code_index: dict[tuple, int] = {}
+        self.buffers: list[schema.BufferT] = [schema.BufferT()]  # 0: the empty buffer
+        self.sources: list[tuple[Path, int] | None] = [None]
+        self.named: dict[str, int] = {}  # the pieces' outputs (and the input) -> tensor index
+        self.runtime, self.conversion = "0", None  # the metadata the converter writes
+
+    def add(self, number: int, piece: Piece) -> None:
+        """Append `piece`: its tensors (its input is the previous piece's output named
+        piece.link), its weights' buffers and its operators, renumbered."""
         model, filled = read_piece(piece.path)
         if len(model.subgraphs) != 1 or len(model.signatureDefs) != 1:
             raise ValueError(f"{piece.path.name}: not one subgraph with one signature")
         (subgraph,), (signature,) = model.subgraphs, model.signatureDefs
         (entry,) = signature.inputs
-        metadata_buffers = set()
-        for item in model.metadata or []:
-            metadata_buffers.add(item.buffer)
-            value = model.buffers[item.buffer].data.tobytes()
-            if item.name == b"min_runtime_version":
-                runtime = max(runtime, value.rstrip(b"\0").decode(), key=version_key)
-            elif item.name == b"CONVERSION_METADATA" and conversion is None:
-                conversion = model.buffers[item.buffer].data
-        buffer_map = {0: 0}
-        tensor_map: dict[int, int] = {}
+        metadata = self.read_metadata(model)
+        tensors: dict[int, int] = {}  # the piece's tensor index -> the joined one's
         if piece.link is not None:
-            tensor_map[entry.tensorIndex] = named[piece.link]
+            tensors[entry.tensorIndex] = self.named[piece.link]
+        buffers = {0: 0}
         for index, tensor in enumerate(subgraph.tensors):
-            if index in tensor_map:
+            if index in tensors:
                 continue
-            if tensor.buffer not in buffer_map:
-                buffer_map[tensor.buffer] = len(joined.buffers)
-                joined.buffers.append(schema.BufferT())
-                sources.append((piece.path, tensor.buffer) if tensor.buffer in filled else None)
-            tensor.buffer = buffer_map[tensor.buffer]
+            if tensor.buffer in metadata:
+                raise ValueError(f"{piece.path.name}: a metadata buffer is also a tensor's")
+            if tensor.buffer not in buffers:
+                buffers[tensor.buffer] = len(self.buffers)
+                self.buffers.append(schema.BufferT())
+                weights = tensor.buffer in filled
+                self.sources.append((piece.path, tensor.buffer) if weights else None)
+            tensor.buffer = buffers[tensor.buffer]
             tensor.name = f"piece{number}/".encode() + (tensor.name or b"")
-            tensor_map[index] = len(graph.tensors)
-            graph.tensors.append(tensor)
+            tensors[index] = len(self.graph.tensors)
+            self.graph.tensors.append(tensor)
         for operator in subgraph.operators:
-            code = model.operatorCodes[operator.opcodeIndex]
-            key = (code.builtinCode, code.deprecatedBuiltinCode, code.customCode, code.version)
-            if key not in codes:
-                codes[key] = len(joined.operatorCodes)
-                joined.operatorCodes.append(code)
-            operator.opcodeIndex = codes[key]
+            operator.opcodeIndex = self.code(model.operatorCodes[operator.opcodeIndex])
             for field in ("inputs", "outputs", "intermediates"):
                 indices = getattr(operator, field)
-                if indices is not None:
-                    setattr(operator, field, [-1 if i < 0 else tensor_map[i] for i in indices])
-            graph.operators.append(operator)
+                if indices is not None:  # -1: an optional input left out
+                    setattr(operator, field, [-1 if i < 0 else tensors[i] for i in indices])
+            self.graph.operators.append(operator)
         for output in signature.outputs:
-            name = output.name.decode()
-            named[name] = tensor_map[output.tensorIndex]
-            graph.tensors[named[name]].name = output.name
-        if number == 0:
-            named[entry.name.decode()] = tensor_map[entry.tensorIndex]
-        if metadata_buffers & set(buffer_map):
-            raise ValueError(f"{piece.path.name}: a metadata buffer is also a tensor's")
-    outputs = [named[name] for _, points in signatures.values() for name in points.values()]
-    graph.inputs = sorted({named[entry] for entry, _ in signatures.values()})
-    graph.outputs = list(dict.fromkeys(outputs))
-    joined.subgraphs = [graph]
-    joined.signatureDefs = [
-        signature_def(
-            name, {entry: named[entry]}, {out: named[point] for out, point in points.items()}
-        )
-        for name, (entry, points) in signatures.items()
-    ]
-    joined.metadata = []
-    for name, value in (
-        ("min_runtime_version", runtime.encode()),
-        ("CONVERSION_METADATA", conversion),
-    ):
-        if value is not None:
-            item = schema.MetadataT()
-            item.name, item.buffer = name.encode(), len(joined.buffers)
-            buffer = schema.BufferT()
-            buffer.data = np.frombuffer(bytes(value), np.uint8)
-            joined.buffers.append(buffer)
-            sources.append(None)
-            joined.metadata.append(item)
-    return joined, sources
+            self.named[output.name.decode()] = tensors[output.tensorIndex]
+            self.graph.tensors[tensors[output.tensorIndex]].name = output.name
+        if piece.link is None:
+            self.named[entry.name.decode()] = tensors[entry.tensorIndex]
+
+    def code(self, code: schema.OperatorCodeT) -> int:
+        """The joined model's index of this operator code, added on first sight."""
+        key = (code.builtinCode, code.deprecatedBuiltinCode, code.customCode, code.version)
+        if key not in self.code_index:
+            self.code_index[key] = len(self.codes)
+            self.codes.append(code)
+        return self.code_index[key]
+
+    def read_metadata(self, model: schema.ModelT) -> set[int]:
+        """Keep the highest min_runtime_version and the first CONVERSION_METADATA; the
+        indices of the piece's metadata buffers."""
+        for item in model.metadata or []:
+            value = model.buffers[item.buffer].data.tobytes()
+            if item.name == b"min_runtime_version":
+                version = value.rstrip(b"\0").decode()
+                self.runtime = max(self.runtime, version, key=version_key)
+            elif item.name == b"CONVERSION_METADATA" and self.conversion is None:
+                self.conversion = value
+        return {item.buffer for item in model.metadata or []}
+
+    def finish(self, signatures: dict[str, tuple[str, dict[str, str]]]) -> schema.ModelT:
+        """The joined model: one subgraph, whose outputs are every tensor a signature names,
+        and the signatures, all of that subgraph."""
+        named = self.named
+        self.graph.inputs = sorted({named[entry] for entry, _ in signatures.values()})
+        outputs = [named[point] for _, points in signatures.values() for point in points.values()]
+        self.graph.outputs = list(dict.fromkeys(outputs))
+        model = schema.ModelT()
+        model.version = 3
+        model.description = b"convnext export: converted by LiteRT in pieces, joined"
+        model.operatorCodes, model.subgraphs, model.buffers = self.codes, [self.graph], self.buffers
+        model.signatureDefs = [
+            signature_def(name, {entry: named[entry]}, {k: named[p] for k, p in points.items()})
+            for name, (entry, points) in signatures.items()
+        ]
+        model.metadata = []
+        runtime = self.runtime.encode().ljust(16, b"\0")  # as the converter pads it
+        for name, value in (
+            ("min_runtime_version", runtime),
+            ("CONVERSION_METADATA", self.conversion),
+        ):
+            if value is not None:
+                item = schema.MetadataT()
+                item.name, item.buffer = name.encode(), len(model.buffers)
+                buffer = schema.BufferT()
+                buffer.data = np.frombuffer(value, np.uint8)
+                model.buffers.append(buffer)
+                self.sources.append(None)
+                model.metadata.append(item)
+        return model
 
 
 def signature_def(

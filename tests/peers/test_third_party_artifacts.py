@@ -66,6 +66,7 @@ CASES = [
     Case("onnx2tf", "savedmodel"),
     Case("onnx2tf", "tflite", refused=FLEX),
     Case("onnx2tf", "tflite-float16", refused=FLEX),
+    Case("onnx2tf", "tflite-pseudo-erf"),  # -rtpo Erf: the route the refusal above names
     Case("nobuco", "savedmodel"),
     Case("nobuco", "tflite"),
 ]

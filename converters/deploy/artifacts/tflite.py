@@ -155,13 +155,18 @@ MODEL_IO = "the model"  # a .tflite file without signatures: its model inputs an
 
 def check_builtin_ops(path: Path, interpreter) -> None:
     """TensorFlow ops kept in a .tflite file (SELECT_TF_OPS: onnx2tf's FlexErf for the exact
-    GELU) run only where the Flex delegate is linked, which LiteRT's interpreter is not."""
+    GELU) run only where the Flex delegate is linked, which neither LiteRT's interpreter nor
+    TensorFlow's (2.21) is. onnx2tf writes Erf as builtin operators when asked (`-rtpo Erf`):
+    such a file verifies (tests/peers/test_third_party_artifacts.py)."""
     ops = interpreter._get_ops_details()  # noqa: SLF001 - LiteRT's only view of the graph
     flex = sorted({op["op_name"] for op in ops if op["op_name"].startswith("Flex")})
     if flex:
+        route = (
+            " (onnx2tf writes Erf as builtin operators with -rtpo Erf)" if "FlexErf" in flex else ""
+        )
         raise ConversionError(
             f"{path}: uses TensorFlow ops ({', '.join(flex)}) that LiteRT runs only with the "
-            "Flex delegate, which its interpreter does not have (onnx2tf keeps Erf so)"
+            f"Flex delegate, which its interpreter does not have{route}"
         )
 
 
