@@ -3,7 +3,7 @@
 converter within a few copies of a piece's weights rather than of the whole model's.
 
 Every other deploy test of a .tflite reads such a joined file too (tests.support.verifying's
-in_pieces: SPEC in 3 pieces), correct or broken, float32 or quantized."""
+in_pieces: SPEC in 2 pieces), correct or broken, float32 or quantized."""
 
 from __future__ import annotations
 
@@ -30,16 +30,15 @@ from tests.support.verifying import (  # noqa: E402
 
 
 def test_the_forward_pass_is_cut_into_pieces_at_trace_points(tiny_model):
-    """The test model's steps in its 3 pieces: together, every step once and in order; each
+    """The test model's steps in its 2 pieces: together, every step once and in order; each
     piece ends at a point of the chain (what the next piece takes), never at the pooling."""
     steps = forward_steps(keras_copy(tiny_model))
     with in_pieces():
         pieces = export.pieces_of(steps)
     assert [[s.name for s in piece] for piece in pieces] == [
         ["downsample_layers.0", "stages.0.0", "downsample_layers.1", "stages.1.0"]
-        + ["downsample_layers.2", "stages.2.0"],
-        ["stages.2.1", "downsample_layers.3"],
-        ["stages.3.0", None, "norm", "head"],
+        + ["downsample_layers.2", "stages.2.0", "stages.2.1"],
+        ["downsample_layers.3", "stages.3.0", None, "norm", "head"],
     ]
     assert [step for piece in pieces for step in piece] == steps
 
@@ -88,17 +87,17 @@ def test_the_joined_file_is_one_subgraph_that_both_signatures_run(deployed):
 
 
 def test_a_piece_joined_to_the_wrong_tensor_fails_where_it_starts(tmp_path, tiny_model):
-    """The check that the joining is right: a file whose second piece takes
-    downsample_layers.2 (the same shape) instead of stages.2.0 FAILS, first at stages.2.1,
-    the first point that piece computes. (The correct file passes: test_verify.py.)"""
+    """The check that the joining is right: a file whose second piece takes stages.2.0 (the
+    same shape) instead of stages.2.1 FAILS, first at downsample_layers.3, the first point
+    that piece computes. (The correct file passes: test_verify.py.)"""
     join = export.join
 
     def miswired(pieces, *args, **kwargs):
-        wrong = {"stages.2.0": "downsample_layers.2"}
+        wrong = {"stages.2.1": "stages.2.0"}
         pieces = [type(p)(p.path, wrong.get(p.link, p.link)) for p in pieces]
         return join(pieces, *args, **kwargs)
 
     path = tmp_path / "miswired.tflite"
     with in_pieces(), mock.patch.object(export, "join", miswired):
         export.export_model(keras_copy(tiny_model), path)
-    assert_fails_at(check(tiny_model, path), "stages.2.1")
+    assert_fails_at(check(tiny_model, path), "downsample_layers.3")
