@@ -7,7 +7,9 @@ Both carry two signatures:
   produces it (converters.deploy.trace.trace: `downsample_layers.0`, `stages.2.5`, ...), so that a
   deployed copy can still be checked block by block (`convnext verify` uses it).
 
-The batch and image size stay open (None) in both formats, so one file serves every size.
+The batch and image size stay open (None) in both formats, so one file serves every size. A
+.tflite file is converted piece by piece and joined (write_tflite): one subgraph, which both
+signatures run.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def write_tflite(
     weights, each converted on its own from a SavedModel of its steps alone, with its trace
     points as outputs; the pieces are then joined into one subgraph that both signatures run
     (converters.deploy.tflite_join). Nothing crosses a cut but the tensor one piece hands
-    the next, so the file computes what one conversion of the whole would. The pieces are
+    the next, so the file runs the operations one conversion of the whole would. The pieces are
     written in `workdir` (beside the destination, where the user has room for the weights;
     /tmp may be memory) and removed, whatever happens. offsets: the weights stored after the
     flatbuffer, which holds at most 2 GiB."""
