@@ -278,8 +278,9 @@ def write_inline(model: schema.ModelT, sources: list, destination: str | Path) -
         sizes = [0 if s is None else len(pieces[i]) for i, s in enumerate(sources)]
         graph_size = packed_size(model)
         total = graph_size + sum(size + 2 * ALIGNMENT for size in sizes) + 4096
-        if total >= FLATBUFFER_LIMIT:
-            raise ValueError("past 2 GiB: write it with offsets")
+        if total >= FLATBUFFER_LIMIT:  # the graph and weights do not fit: the other layout
+            pieces.close()
+            return write_with_offsets(model, sources, destination)
         for index, source in enumerate(sources):
             if source is not None:
                 model.buffers[index] = CopiedBuffer(pieces, index)
