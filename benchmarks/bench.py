@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("bench_worker.py")
 PROFILE_CONVERSION = Path(__file__).with_name("profile_conversion.py")
 PROFILE_INFERENCE = Path(__file__).with_name("profile_inference.py")
+PROFILE_KERAS = Path(__file__).with_name("profile_keras.py")
 RESULTS = Path(__file__).with_name("results.md")
 RESULTS_JSON = Path(__file__).with_name("results.json")
 OURS = sys.executable
@@ -583,6 +584,17 @@ def report(results: dict) -> str:
             "```",
             "",
         ]
+    if "profile_keras" in results:
+        lines += [
+            "Where our Keras model's time goes (`benchmarks/profile_keras.py`: its tf.function's "
+            "graph, frozen, under a TensorFlow session's full trace, time by operator type, per "
+            "forward pass):",
+            "",
+            "```",
+            results["profile_keras"],
+            "```",
+            "",
+        ]
     if "export" in results:
         lines += export_report(results["export"])
 
@@ -674,8 +686,9 @@ def main() -> None:
             artifacts = export_artifacts(workdir)
             results["rounds"] = rounds
             results["per_round"] = inference(rounds, artifacts, args.quick)
-            say("profiling our PyTorch model ...")
-            results["profile"] = profile_inference()
+            say("profiling our PyTorch and Keras models ...")
+            results["profile"] = profile_inference(PROFILE_INFERENCE)
+            results["profile_keras"] = profile_inference(PROFILE_KERAS)
         if "conversion" in sections:
             say("conversion of convnext_xlarge ...")
             results["conversion"] = conversion(workdir)
@@ -699,9 +712,10 @@ def main() -> None:
     print(RESULTS.read_text())
 
 
-def profile_inference() -> str:
+def profile_inference(script: Path) -> str:
+    """What a profiling script prints, run in a process of its own."""
     result = subprocess.run(
-        [OURS, str(PROFILE_INFERENCE)], capture_output=True, text=True, check=False, cwd=ROOT
+        [OURS, str(script)], capture_output=True, text=True, check=False, cwd=ROOT
     )
     if result.returncode != 0:
         return f"failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}"
