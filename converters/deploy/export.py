@@ -140,7 +140,8 @@ def write_tflite(
     output = "logits" if has_head(model) else "features"
     log(
         f"converting to LiteRT{f' ({quantize} quantization)' if quantize else ''} in "
-        f"{len(pieces)} pieces of at most {PIECE_BYTES / 2**20:.3g} MB of weights, then joined"
+        f"{len(pieces)} piece{'s' * (len(pieces) != 1)} of at most {PIECE_BYTES / 2**20:.3g} MB "
+        "of weights, then joined"
     )
     with tempfile.TemporaryDirectory(prefix=".convnext-export-", dir=workdir) as directory:
         converted, link = [], None  # link: the trace point the next piece takes as its input

@@ -19,9 +19,12 @@ from tensorflow.lite.python import schema_py_generated as schema  # noqa: E402
 
 import converters.deploy.export as export  # noqa: E402
 from converters.deploy.trace import Step, forward_steps  # noqa: E402
+from convnext_spec.spec import ModelSpec  # noqa: E402
+from tests.support.helpers import converted_keras_model, random_torch_model  # noqa: E402
 from tests.support.verifying import (  # noqa: E402
     SPEC,
     assert_fails_at,
+    assert_passes,
     check,
     in_pieces,
     keras_copy,
@@ -101,3 +104,31 @@ def test_a_piece_joined_to_the_wrong_tensor_fails_where_it_starts(tmp_path, tiny
     with in_pieces(), mock.patch.object(export, "join", miswired):
         export.export_model(keras_copy(tiny_model), path)
     assert_fails_at(check(tiny_model, path), "downsample_layers.3")
+
+
+HEADS = {
+    "norm_first": ModelSpec(
+        depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5, head="norm_first"
+    ),
+    "mlp": ModelSpec(
+        depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), num_classes=5, head="mlp", head_hidden_size=12
+    ),
+    "isotropic": ModelSpec(kind="isotropic", depths=(4,), dims=(16,), num_classes=5),
+}
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("name", list(HEADS))
+def test_every_head_and_the_isotropic_model_pass_cut_into_many_pieces(tmp_path, name):
+    """timm's "norm_first" and "mlp" heads and the isotropic model, cut wherever a piece can
+    end (6 to 10 pieces): each file passes with every point located."""
+    spec = HEADS[name]
+    torch_model = random_torch_model(spec, seed=1)
+    model = converted_keras_model(torch_model, spec, "float32")
+    path = tmp_path / f"{name}.tflite"
+    with mock.patch.object(export, "PIECE_BYTES", 3000):
+        assert len(export.pieces_of(forward_steps(model))) >= 6
+        export.export_model(model, path)
+    result = check(torch_model, path)
+    assert_passes(result)
+    assert result.points[-1].name == "head" and all(p.ok for p in result.points)
