@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-min test-peers fuzz lint format diff bench engines clean
+.PHONY: install demo test test-all test-min test-peers fuzz lint format diff bench engines tfjs clean
 
 install: $(STAMP)
 
@@ -26,7 +26,11 @@ demo: $(STAMP)
 # keep every code path, every named variant's parameter count (no weights allocated). Two
 # workers, a test file each (pytest-xdist): much of a test's time is single-threaded Python
 # (building Keras models, writing files), and the two together stay under 4 GB.
+# TF.js (make tfjs) is installed too where npm is, for the tests that run a TF.js model in Node;
+# without it they are skipped.
 test: $(STAMP)
+	@command -v npm >/dev/null && $(MAKE) --no-print-directory tfjs \
+		|| echo "no TF.js in Node (npm missing or failed): its tests are skipped"
 	$(PY) -m pytest -n 2 --dist loadfile
 
 # The exhaustive tier as well: parity of every named variant in float64 and float32, up to the
@@ -68,17 +72,22 @@ PEER_PINS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open-clip-torch==3.3
 # whose PyPI wheels match the index's torch 2.14.1, not the CPU 2.13.0. Nothing of this
 # project is installed there: the script puts the checkout on sys.path (convnext_torch needs
 # torch only). Changed pins: rm -r the environment.
-THIRD_PARTY_STAMPS := .venv-litert/.installed .venv-onnx2tf/.installed .venv-nobuco/.installed
+# tensorflowjs_converter (TF.js graph models from a SavedModel, tests/peers/test_tfjs.py) pins
+# tensorflow 2.19; ydf==0.11.0 because the newest (0.16) that tensorflow_decision_forests pulls,
+# and the converter imports, needs a newer protobuf than tensorflow 2.19's.
+THIRD_PARTY_STAMPS := .venv-litert/.installed .venv-onnx2tf/.installed .venv-nobuco/.installed \
+	.venv-tfjs/.installed
 PINS_litert := torch==2.13.0 litert-torch==0.10.0
 PINS_onnx2tf := torch==2.13.0 onnx2tf==1.29.24 onnxscript==0.7.2
 PINS_nobuco := torch==2.14.1 torchvision==0.29.1 nobuco==0.17.0 tensorflow-cpu==2.15.1
+PINS_tfjs := tensorflowjs==4.22.0 ydf==0.11.0
 
 $(THIRD_PARTY_STAMPS): .venv-%/.installed:
 	$(PYTHON) -m venv .venv-$*
 	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check $(PINS_$*)
 	touch $@
 
-test-peers: $(PEERS)/.installed $(THIRD_PARTY_STAMPS)
+test-peers: $(PEERS)/.installed $(THIRD_PARTY_STAMPS) .tfjs/.installed
 	CONVNEXT_TIMM_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PEERS)/bin/python -m pytest -m peer -s
 
 # constraints.txt without its torch pin (the CPU build's 2.13.0): the peers need torchvision
@@ -87,6 +96,19 @@ $(PEERS)/.installed: pyproject.toml constraints.txt
 	grep -v '^torch==' constraints.txt > $(PEERS)/constraints.txt
 	$(PEERS)/bin/python -m pip install --quiet --disable-pip-version-check \
 		-c $(PEERS)/constraints.txt $(PEER_PINS) -e '.[cpu,test,deploy,jax]'
+	touch $@
+
+# TF.js in Node, which `convnext verify` runs a TF.js graph model with: the pure-JavaScript
+# packages from the npm registry (not tfjs-node, whose native library is downloaded from
+# elsewhere), at the versions tools/tfjs/package-lock.json pins. verify finds them in .tfjs/,
+# or where CONVNEXT_TFJS_MODULES points.
+TFJS := .tfjs
+tfjs: $(TFJS)/.installed
+
+$(TFJS)/.installed: tools/tfjs/package.json tools/tfjs/package-lock.json
+	mkdir -p $(TFJS)
+	cp tools/tfjs/package.json tools/tfjs/package-lock.json $(TFJS)/
+	npm ci --prefix $(TFJS) --no-audit --no-fund --silent
 	touch $@
 
 lint: $(STAMP)
@@ -127,4 +149,4 @@ $(ENGINES)/.installed:
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-min $(PEERS) .venv-timm .venv-litert .venv-onnx2tf .venv-nobuco $(ENGINES) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-min $(PEERS) .venv-timm .venv-litert .venv-onnx2tf .venv-nobuco .venv-tfjs $(TFJS) $(ENGINES) build *.egg-info .pytest_cache .ruff_cache

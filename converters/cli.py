@@ -238,17 +238,20 @@ def parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify",
         aliases=["compare"],
-        help="does a deployed model (SavedModel, .tflite, Keras) compute what PyTorch does?",
+        help="does a deployed model (SavedModel, .tflite, TF.js, Keras) compute what PyTorch does?",
         description="Run a PyTorch checkpoint and a deployed model on the same images and say "
         "PASS or FAIL against a tolerance derived from the float32 noise floor (PyTorch in "
         "float32 against float64 on the same inputs, times 10). DEPLOYED: a SavedModel "
-        "directory, a .tflite file, this project's .keras / .weights.h5, or a keras.applications "
-        "model or weights file. For this project's models and `convnext export` output, every "
-        "block is compared and the first divergence named. Exit status 0 PASS, 1 FAIL, 2 "
+        "directory, a .tflite file, a TF.js graph model (run in Node: make tfjs), this project's "
+        ".keras / .weights.h5, a keras.applications model or weights file, or any Keras model. "
+        "Every block is compared and the first divergence named (in another's artifact, on a "
+        "FAIL, located by value among its own tensors). Exit status 0 PASS, 1 FAIL, 2 "
         "unusable input.",
     )
     verify.add_argument("torch_src", type=Path, help="PyTorch checkpoint")
-    verify.add_argument("deployed", type=Path, help="SavedModel directory, .tflite or Keras file")
+    verify.add_argument(
+        "deployed", type=Path, help="SavedModel directory, .tflite, TF.js model.json or Keras file"
+    )
     add_layout_option(verify, "key layout of TORCH_SRC (default: detected)")
     add_model_options(verify)
     verify.add_argument(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from converters.deploy.artifacts import Artifact
-from converters.deploy.artifacts.candidates import Candidate, Keep
+from converters.deploy.artifacts.candidates import Candidate
 from converters.deploy.result import Point
 from converters.errors import first_sentence
 
@@ -73,9 +73,24 @@ class Location:
         return lines
 
 
-def shapes_kept(expected: dict[str, np.ndarray]) -> Keep:
-    """Which tensor shapes can hold a reference point: its NCHW shape, NHWC, or (N, 1, 1, C)
-    for a pooled (N, C) one. Unknown dimensions (None) may be anything."""
+@dataclass(frozen=True)
+class KeptShapes:
+    """Which tensor shapes can hold a reference point (a Keep): `wanted`, each a point's NCHW
+    shape, NHWC, or (N, 1, 1, C) for a pooled (N, C) one. Unknown dimensions (None) in a
+    shape asked about may be anything. An artifact run outside Python (TF.js in Node) is
+    given `wanted` itself, to write no other tensor."""
+
+    wanted: frozenset[tuple[int, ...]]
+
+    def __call__(self, shape: tuple[int | None, ...]) -> bool:
+        return any(
+            len(shape) == len(w) and all(d is None or d == e for d, e in zip(shape, w, strict=True))
+            for w in self.wanted
+        )
+
+
+def shapes_kept(expected: dict[str, np.ndarray]) -> KeptShapes:
+    """The shapes that can hold one of `expected` (KeptShapes)."""
     wanted = set()
     for value in expected.values():
         if value.ndim == 4:
@@ -84,14 +99,7 @@ def shapes_kept(expected: dict[str, np.ndarray]) -> Keep:
         elif value.ndim == 2:
             n, c = value.shape
             wanted |= {(n, c), (n, 1, 1, c)}
-
-    def keep(shape: tuple[int | None, ...]) -> bool:
-        return any(
-            len(shape) == len(w) and all(d is None or d == e for d, e in zip(shape, w, strict=True))
-            for w in wanted
-        )
-
-    return keep
+    return KeptShapes(frozenset(wanted))
 
 
 def readings(reference: np.ndarray, value: np.ndarray) -> Iterator[np.ndarray]:

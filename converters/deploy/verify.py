@@ -640,13 +640,18 @@ def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
 def numeric_environment(artifact: Artifact, allow_tf32: bool) -> dict[str, str]:
     """What decides the float32 numerics here, for the record: versions, oneDNN, threads,
     and on a GPU, TensorFloat-32 (off in both frameworks unless allowed). TensorFlow is
-    described where the artifact needed it; a .tflite file runs on LiteRT alone."""
+    described where the artifact needed it; a .tflite file runs on LiteRT alone, a TF.js model
+    on TF.js in Node."""
     environment = {
         "python": platform.python_version(),
         "torch": f"{torch.__version__} (reference on the CPU, {torch.get_num_threads()} threads)",
     }
     if artifact.kind == "tflite":
         environment["litert"] = package("ai-edge-litert")
+        environment["device"] = f"CPU ({platform.machine()})"
+        return environment
+    if artifact.kind == "tfjs":
+        environment["tfjs"] = artifact.runtime
         environment["device"] = f"CPU ({platform.machine()})"
         return environment
     import keras

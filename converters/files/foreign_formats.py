@@ -1,9 +1,10 @@
-"""Deployed models verify cannot run, named for what they are rather than as files that fail
-to load: a Keras 2 model (tf.keras before Keras 3, what nobuco writes) and a TF.js model.
+"""Deployed models recognised from their own markers: a Keras 2 model (tf.keras before Keras 3,
+what nobuco writes), which verify cannot run and names for what it is rather than as a file
+that fails to load, and a TF.js model, which only TF.js runs (converters.deploy.artifacts.tfjs).
 
 Keras 3 refuses a Keras 2 `.keras` archive with an error about a config it cannot rebuild, and
 has no safe loader for a Keras 2 `.h5` model (its Lambda layers carry marshalled Python); a
-TF.js model is a folder of JSON and weight shards that only TF.js runs. Each is recognised
+TF.js model is a folder of JSON and weight shards. Each is recognised
 from its own markers, as the writing library lays them out: the `keras_version` in a .keras
 archive's metadata.json or in an HDF5 file's root attributes, and the `modelTopology` /
 `weightsManifest` keys of a TF.js model.json.
@@ -22,10 +23,6 @@ KERAS2_ROUTE = (
     "Keras 3 cannot load it; save it as a SavedModel where it was made (Keras 2: "
     "model.save('DIR') or tf.saved_model.save(model, 'DIR'); nobuco's result too) and verify "
     "that directory"
-)
-TFJS_ROUTE = (
-    "verify runs SavedModels, .tflite and Keras files, not TF.js: verify the SavedModel or "
-    "Keras model it was converted from"
 )
 MANIFEST_LIMIT = 1 << 22  # a TF.js model.json holds the topology and a weights manifest
 
@@ -72,12 +69,3 @@ def tfjs_manifest(path: Path) -> Path | None:
     if isinstance(data, dict) and ("modelTopology" in data or "weightsManifest" in data):
         return manifest
     return None
-
-
-def check_not_tfjs(path: Path) -> None:
-    """Refuse a TF.js model (model.json + group1-shard*.bin) by name."""
-    manifest = tfjs_manifest(path)
-    if manifest is not None:
-        shards = sorted(p.name for p in manifest.parent.glob("group*-shard*of*.bin"))
-        held = f" and {len(shards)} weight shard{'s' * (len(shards) != 1)}" if shards else ""
-        raise ConversionError(f"{path}: a TF.js model ({manifest.name}{held}): {TFJS_ROUTE}")

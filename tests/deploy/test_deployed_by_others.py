@@ -1,6 +1,6 @@
 """What other tools deploy, fed and judged right (issue 21): a fixed batch of one (litert-torch,
 onnx2tf, nobuco), float16 input (onnx2tf's float16 .tflite), several outputs, a fixed size,
-files verify cannot run (Keras 2, TF.js), and hints that follow what was measured.
+files verify cannot run (Keras 2, a TF.js layers model), and hints that follow what was measured.
 
 The artifacts are written here as those tools lay them out (the input shape a fixed-batch
 export declares, a signature with two named outputs), from the tiny randomised model of
@@ -279,10 +279,10 @@ def tfjs_folder(path: Path) -> Path:
             "a Keras 2 model file (keras_version 2.15.0)",
         ),
         (lambda d: keras2_h5(d / "nobuco.h5"), "a Keras 2 model file (keras_version 2.13.1)"),
-        (lambda d: tfjs_folder(d / "web_model"), "a TF.js model (model.json and 1 weight shard)"),
-        (lambda d: tfjs_folder(d / "web_model") / "model.json", "a TF.js model"),
+        (lambda d: tfjs_folder(d / "web_model"), "a TF.js layers model"),
+        (lambda d: tfjs_folder(d / "web_model") / "model.json", "a TF.js layers model"),
     ],
-    ids=["keras 2 .keras", "keras 2 .h5", "tfjs folder", "tfjs model.json"],
+    ids=["keras 2 .keras", "keras 2 .h5", "tfjs layers folder", "tfjs layers model.json"],
 )
 def test_files_verify_cannot_run_are_named_with_the_route_that_works(tmp_path, make, says):
     with pytest.raises(ConversionError) as error:

@@ -13,6 +13,7 @@ One module per kind, each importing only the framework that runs it, so that ver
 - tflite: .tflite files, by LiteRT alone;
 - savedmodel: SavedModel directories, by TensorFlow;
 - keras_models: .keras and .weights.h5 files, by Keras;
+- tfjs: TF.js graph models (a model.json and its shards), by TF.js in Node;
 - base: what they share, the Artifact interface and how a signature's input and outputs
   are read; candidates: an artifact's own intermediate tensors, as every kind gives them.
 
@@ -43,7 +44,7 @@ from converters.deploy.artifacts.base import (
 )
 from converters.errors import ConversionError
 from converters.files.destinations import KERAS_SUFFIXES, suffix_of
-from converters.files.foreign_formats import check_not_keras2, check_not_tfjs
+from converters.files.foreign_formats import check_not_keras2, tfjs_manifest
 from converters.files.guards import check_regular_file
 from converters.startup import import_tensorflow
 from convnext_spec.spec import ModelSpec
@@ -65,14 +66,19 @@ def open_artifact(
     output_name: str | None = None,
 ) -> Artifact:
     """The deployed model at `path`, detected from what it is: a SavedModel directory (with a
-    saved_model.pb), a .tflite file (LiteRT's flatbuffer), or a Keras file: this project's
+    saved_model.pb), a .tflite file (LiteRT's flatbuffer), a TF.js graph model (its folder or
+    its model.json), or a Keras file: this project's
     .keras / .weights.h5 (`spec`, from the PyTorch side, builds a .weights.h5), a
     keras.applications model or weights file, or any other Keras model. `output_name` picks
     one of several outputs (of a signature, or of a Keras model). Only the framework the
     kind needs is imported: TensorFlow (quietly, from an entry point) for a SavedModel or a
     Keras file, LiteRT alone for a .tflite file."""
     path = Path(path)
-    check_not_tfjs(path)
+    manifest = tfjs_manifest(path)
+    if manifest is not None:
+        from converters.deploy.artifacts.tfjs import open_tfjs  # Node runs it: no framework here
+
+        return open_tfjs(manifest, output_name)
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ConversionError(f"{path}: a directory, but not a SavedModel (no saved_model.pb)")
@@ -96,7 +102,7 @@ def open_artifact(
         return open_keras(path, spec, output_name)
     raise ConversionError(
         f"{path}: not a deployed model this command reads (a SavedModel directory, a .tflite "
-        "file, a .keras or .weights.h5 file)"
+        "file, a TF.js model.json, a .keras or .weights.h5 file)"
     )
 
 

@@ -1,0 +1,311 @@
+"""TF.js graph models (a model.json and its weight shards), run where they run: by TF.js itself,
+in Node (tfjs_runner.js beside this file), on its WebAssembly backend. No TensorFlow.
+
+A TF.js model is what `tensorflowjs_converter` makes of a SavedModel for a web page. Only TF.js
+runs it, so verify drives TF.js 4.22 in Node, installed from the npm registry by `make tfjs`
+into .tfjs/ (or found where CONVNEXT_TFJS_MODULES points): the pure-JavaScript packages, not
+tfjs-node, whose native library is downloaded at install time from outside the registry.
+
+Before Node sees the files, model.json is read here with bounds: a graph model (a TF.js layers
+model is named and refused), one float image input, weight shards that lie in the model's
+folder and hold exactly the bytes the manifest's weights take (so that what the file claims
+cannot make anything allocate more than the shards hold). A graph model is a list of TF.js
+operations: running it executes nothing from the files. Its node outputs are its own
+intermediate tensors (TFJSArtifact.tensors), where converters.deploy.locate looks for the blocks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.deploy.artifacts.base import (
+    Artifact,
+    batch_of,
+    layout_of,
+    output_kind_of,
+    pick_output,
+)
+from converters.deploy.artifacts.candidates import Candidate, Keep
+from converters.errors import ConversionError, first_sentence
+from converters.files.foreign_formats import MANIFEST_LIMIT
+from converters.files.guards import check_regular_file
+
+RUNNER = Path(__file__).with_name("tfjs_runner.js")
+MODULES_VARIABLE = "CONVNEXT_TFJS_MODULES"  # a node_modules folder with TF.js in it
+DEFAULT_MODULES = Path(__file__).resolve().parents[3] / ".tfjs" / "node_modules"
+PACKAGES = ("tfjs-core", "tfjs-converter", "tfjs-backend-cpu", "tfjs-backend-wasm")
+INSTALL = (
+    "`make tfjs` installs it into .tfjs/ (npm, from the registry), or set "
+    f"{MODULES_VARIABLE} to a node_modules folder holding @tensorflow/"
+    + ", @tensorflow/".join(PACKAGES)
+    + " 4.22"
+)
+BACKEND = "wasm"  # TF.js's WebAssembly backend: a browser's without WebGL, Node's fastest here
+# Bytes per element as TF.js stores a weight (its own dtype, or its quantization's).
+STORED_BYTES = {"float32": 4, "int32": 4, "bool": 1, "uint8": 1, "uint16": 2, "float16": 2}
+SKIPPED_OPS = frozenset({"Const", "Placeholder", "Identity", "NoOp"})
+FLOAT_TYPES = frozenset({"DT_FLOAT", "DT_HALF"})
+
+
+@dataclass
+class TFJSArtifact(Artifact):
+    """A TF.js graph model, run by TF.js in Node."""
+
+    manifest: Path = Path()
+    shards: list[Path] = field(default_factory=list)
+    node: str = ""
+    modules: Path = Path()
+    input_name: str = ""
+    fetch: str = ""  # the output compared, as TF.js names it (node:index)
+    nodes: list[str] = field(default_factory=list)  # float node outputs, in graph order
+    runtime: str = ""  # TF.js's version, backend and Node's, for the report
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        (value,) = self.execute(x, [self.fetch]).values()
+        return value
+
+    def tensors(self, x: np.ndarray, keep: Keep) -> list[Candidate]:
+        """Every float node output of the graph that `keep` accepts, in an order the graph
+        can be computed in, as TF.js's executor computes it (fetched a few dozen at a time)."""
+        found = self.execute(x, self.nodes, getattr(keep, "wanted", None))
+        order = {name: i for i, name in enumerate(self.nodes)}
+        return [
+            Candidate(name, order[name], value)
+            for name, value in found.items()
+            if keep(tuple(value.shape))
+        ]
+
+    def execute(self, x: np.ndarray, fetch: list[str], shapes=None) -> dict[str, np.ndarray]:
+        """The tensors `fetch` names on `x`, from one Node process (tfjs_runner.js); of shapes
+        among `shapes` only, when given (what the runner writes is read back here)."""
+        with tempfile.TemporaryDirectory(prefix="convnext-tfjs-") as work:
+            work = Path(work)
+            np.ascontiguousarray(x, dtype="<f4").tofile(work / "input.bin")
+            request = {
+                "model": str(self.manifest),
+                "shards": [str(p) for p in self.shards],
+                "backend": BACKEND,
+                "input": str(work / "input.bin"),
+                "shape": list(x.shape),
+                "fetch": fetch,
+                "shapes": None if shapes is None else [list(s) for s in shapes],
+                "values": str(work / "values.bin"),
+                "index": str(work / "index.json"),
+            }
+            (work / "request.json").write_text(json.dumps(request))
+            environment = {**os.environ, "NODE_PATH": str(self.modules)}
+            done = subprocess.run(
+                [self.node, str(RUNNER), str(work / "request.json")],
+                capture_output=True,
+                text=True,
+                env=environment,
+                check=False,
+            )
+            if done.returncode != 0:
+                lines = [line for line in done.stderr.splitlines() if line.strip()]
+                raise RuntimeError(lines[-1] if lines else f"node exited {done.returncode}")
+            index = json.loads((work / "index.json").read_text())["tensors"]
+            values = np.memmap(work / "values.bin", dtype="<f4", mode="r") if index else None
+            found = {}
+            for entry in index:
+                if entry["offset"] < 0:
+                    continue
+                start, count = entry["offset"] // 4, int(np.prod(entry["shape"]))
+                found[entry["name"]] = np.array(values[start : start + count]).reshape(
+                    entry["shape"]
+                )
+            del values
+            return found
+
+
+def open_tfjs(manifest: Path, output_name: str | None = None) -> TFJSArtifact:
+    """The TF.js graph model whose model.json is `manifest`, checked as the module says."""
+    data = read_manifest(manifest)
+    try:
+        return graph_model(manifest, data, output_name)
+    except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as e:
+        raise ConversionError(
+            f"{manifest}: not a TF.js model.json this reads ({type(e).__name__}: "
+            f"{first_sentence(e)[:120]})"
+        ) from None
+
+
+def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArtifact:
+    if data.get("format") != "graph-model" or "node" not in (data.get("modelTopology") or {}):
+        raise ConversionError(
+            f"{manifest}: a TF.js layers model: verify runs TF.js graph models "
+            "(tensorflowjs_converter --input_format tf_saved_model), which hold every operation "
+            "TF.js runs; convert the SavedModel to one, or verify the Keras model it came from"
+        )
+    signature = data.get("signature") or {}
+    input_name, shape = image_input(manifest, signature.get("inputs") or {})
+    declared = signature.get("outputs") or {}
+    outputs = {name: spec.get("name", name) for name, spec in declared.items()}
+    if not outputs:
+        raise ConversionError(f"{manifest}: its signature names no output")
+    output_name = pick_output(manifest, "the model", outputs, output_name)
+    shards, weights = weight_files(manifest, data)
+    layout, size = layout_of(shape)
+    artifact = TFJSArtifact(
+        manifest.parent,
+        "tfjs",
+        f"a TF.js graph model ({input_name} -> {output_name}), run by TF.js in Node",
+        layout=layout,
+        size=size,
+        batch=batch_of(shape),
+        output=output_kind_of(output_name),
+        precision=weights[0],
+        manifest=manifest,
+        shards=shards,
+        input_name=input_name,
+        fetch=outputs[output_name],
+        nodes=float_nodes(data["modelTopology"]["node"]),
+    )
+    artifact.notes.append(weights[1])
+    if len(outputs) > 1:
+        others = ", ".join(sorted(name for name in outputs if name != output_name))
+        artifact.notes.append(f"compared its output {output_name!r}; not its others ({others})")
+    artifact.node, artifact.modules = find_tfjs(manifest)
+    artifact.runtime = runtime(artifact.node, artifact.modules)
+    return artifact
+
+
+def read_manifest(manifest: Path) -> dict:
+    check_regular_file(manifest, "a TF.js model.json")
+    if manifest.stat().st_size > MANIFEST_LIMIT:
+        raise ConversionError(
+            f"{manifest}: refused: {manifest.stat().st_size:,} bytes, more than a TF.js "
+            f"model.json holds ({MANIFEST_LIMIT:,})"
+        )
+    try:
+        data = json.loads(manifest.read_bytes())
+    except ValueError as e:
+        raise ConversionError(f"{manifest}: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConversionError(f"{manifest}: not a TF.js model.json")
+    return data
+
+
+def image_input(manifest: Path, inputs: dict) -> tuple[str, list[int | None]]:
+    """The one float 4-D input of a graph model's signature, and its shape (None: open)."""
+    described = []
+    for name, spec in inputs.items():
+        dims = (spec.get("tensorShape") or {}).get("dim") or []
+        shape = [None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in dims]
+        described.append((name, spec.get("dtype"), shape))
+    if len(described) != 1 or described[0][1] != "DT_FLOAT" or len(described[0][2]) != 4:
+        said = ", ".join(f"{n} {d}{s}" for n, d, s in described) or "nothing"
+        raise ConversionError(f"{manifest}: takes no single float image batch (it takes: {said})")
+    return described[0][0], described[0][2]
+
+
+def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str]]:
+    """The weight shards, in the manifest's order, each a regular file in the model's folder,
+    holding together exactly what the manifest's weights take; and the precision the stored
+    weights say, in words."""
+    folder = manifest.parent.resolve()
+    shards, declared, quantized = [], 0, set()
+    for group in data.get("weightsManifest") or []:
+        for relative in group.get("paths") or []:
+            path = (folder / str(relative)).resolve()
+            if folder not in path.parents:
+                raise ConversionError(
+                    f"{manifest}: refused: weight shard {relative!r} lies outside its folder"
+                )
+            check_regular_file(path, "a weight shard")
+            shards.append(path)
+        for weight in group.get("weights") or []:
+            stored = (weight.get("quantization") or {}).get("dtype") or weight.get("dtype")
+            if stored not in STORED_BYTES:
+                raise ConversionError(
+                    f"{manifest}: weight {weight.get('name')!r} is stored as {stored}, which "
+                    "no float image model holds"
+                )
+            if weight.get("quantization"):
+                quantized.add(stored)
+            elements = int(np.prod(weight.get("shape") or [], dtype=np.int64))
+            declared += elements * STORED_BYTES[stored]
+    held = sum(path.stat().st_size for path in shards)
+    if held != declared:
+        raise ConversionError(
+            f"{manifest}: its weight shards hold {held:,} bytes, its manifest's weights take "
+            f"{declared:,}: a shard is missing, cut short or not this model's"
+        )
+    if not quantized:
+        return shards, ("float32", "its weights are stored as float32")
+    if quantized == {"float16"}:
+        return shards, ("float16", "its weights are stored as float16: compared as float16")
+    kinds = " and ".join(sorted(quantized))
+    return shards, (
+        "float32",
+        f"its weights are quantized to {kinds} (TF.js's affine quantization, which verify's "
+        "reference does not reproduce): compared as float32 (pass `rtol` to allow more)",
+    )
+
+
+def float_nodes(nodes: list) -> list[str]:
+    """The float node outputs a graph computes, in an order it can be computed in (each after
+    its inputs; of those ready, the first in the file): where its block outputs may be found."""
+    index = {node["name"]: i for i, node in enumerate(nodes)}
+    needs: list[set[int]] = [set() for _ in nodes]
+    feeds: list[list[int]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
+        for name in node.get("input") or []:
+            j = index.get(name.lstrip("^").split(":")[0])
+            if j is not None and j != i and j not in needs[i]:
+                needs[i].add(j)
+                feeds[j].append(i)
+    ready = [i for i, needed in enumerate(needs) if not needed]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for k in feeds[i]:
+            needs[k].discard(i)
+            if not needs[k]:
+                heapq.heappush(ready, k)
+    placed = set(order)
+    order += [i for i in range(len(nodes)) if i not in placed]  # a cycle: the file's order
+    return [nodes[i]["name"] for i in order if is_float_output(nodes[i])]
+
+
+def is_float_output(node: dict) -> bool:
+    if node.get("op") in SKIPPED_OPS:
+        return False
+    attributes = node.get("attr") or {}
+    for key in ("T", "dtype", "DstT"):
+        kind = (attributes.get(key) or {}).get("type")
+        if kind is not None:
+            return kind in FLOAT_TYPES
+    return True  # said nowhere: fetched, and kept only if it holds floats
+
+
+def runtime(node: str, modules: Path) -> str:
+    """TF.js's version, its backend, and Node's version, in words."""
+    package = json.loads((modules / "@tensorflow" / "tfjs-converter" / "package.json").read_text())
+    done = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    return f"{package.get('version')} ({BACKEND} backend), Node {done.stdout.strip()}"
+
+
+def find_tfjs(manifest: Path) -> tuple[str, Path]:
+    """Node, and the node_modules folder TF.js is installed in."""
+    node = shutil.which("node")
+    if node is None:
+        raise ConversionError(f"{manifest}: a TF.js model runs in Node, which is not installed")
+    modules = Path(os.environ.get(MODULES_VARIABLE) or DEFAULT_MODULES)
+    missing = [p for p in PACKAGES if not (modules / "@tensorflow" / p / "package.json").is_file()]
+    if missing:
+        raise ConversionError(
+            f"{manifest}: a TF.js model runs in Node with TF.js, not found in {modules}: {INSTALL}"
+        )
+    return node, modules

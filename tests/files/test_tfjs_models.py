@@ -1,0 +1,199 @@
+"""TF.js graph models (converters.deploy.artifacts.tfjs): what model.json and its shards may
+claim is checked before Node sees them, and the Node runner computes, fetches and filters what
+it is asked for.
+
+The files here are written by hand in tensorflowjs_converter's layout (a GraphDef as JSON, its
+constants' values moved to weight shards): a model of three operations that TF.js runs in
+milliseconds. Running one needs Node and TF.js (`make tfjs`): those tests are skipped without
+them. tests/peers/test_tfjs.py verifies ConvNeXts the real converter wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.deploy.artifacts import open_artifact
+from converters.deploy.artifacts.tfjs import DEFAULT_MODULES, MODULES_VARIABLE
+from converters.deploy.locate import KeptShapes
+from converters.errors import ConversionError
+
+SCALE = np.array([0.5, -2.0, 3.0], dtype=np.float32)
+SHIFT = np.array([1.0, 0.25, -4.0], dtype=np.float32)
+AXES = np.array([1, 2], dtype=np.int32)
+
+needs_tfjs = pytest.mark.skipif(
+    shutil.which("node") is None or not (DEFAULT_MODULES / "@tensorflow").is_dir(),
+    reason="no TF.js in Node (make tfjs installs it into .tfjs/)",
+)
+
+
+def shape(*dims: int) -> dict:
+    return {"dim": [{"size": str(d)} for d in dims]}
+
+
+def const(name: str, value: np.ndarray) -> dict:
+    kind = "DT_FLOAT" if value.dtype == np.float32 else "DT_INT32"
+    tensor = {"dtype": kind, "tensorShape": shape(*value.shape)}
+    return {
+        "name": name,
+        "op": "Const",
+        "attr": {"dtype": {"type": kind}, "value": {"tensor": tensor}},
+    }
+
+
+def op(name: str, kind: str, *inputs: str, **attr) -> dict:
+    return {
+        "name": name,
+        "op": kind,
+        "input": list(inputs),
+        "attr": {"T": {"type": "DT_FLOAT"}, **attr},
+    }
+
+
+def web_model(folder: Path, **changes) -> Path:
+    """images (N, H, W, 3) -> scaled = images * SCALE -> shifted = scaled + SHIFT -> logits =
+    the spatial mean of shifted, (N, 3); `changes` replace model.json's top-level entries."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes = [
+        {"name": "images", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}}},
+        const("scale", SCALE),
+        const("shift", SHIFT),
+        const("axes", AXES),
+        op("scaled", "Mul", "images", "scale"),
+        op("shifted", "AddV2", "scaled", "shift"),
+        op("pooled", "Mean", "shifted", "axes", keep_dims={"b": False}, Tidx={"type": "DT_INT32"}),
+        op("Identity", "Identity", "pooled"),
+    ]
+    weights = [
+        {"name": "scale", "shape": [3], "dtype": "float32"},
+        {"name": "shift", "shape": [3], "dtype": "float32"},
+        {"name": "axes", "shape": [2], "dtype": "int32"},
+    ]
+    (folder / "group1-shard1of1.bin").write_bytes(
+        SCALE.tobytes() + SHIFT.tobytes() + AXES.tobytes()
+    )
+    model = {
+        "format": "graph-model",
+        "generatedBy": "by hand",
+        "convertedBy": "TensorFlow.js Converter v4.22.0",
+        "signature": {
+            "inputs": {
+                "images": {
+                    "name": "images:0",
+                    "dtype": "DT_FLOAT",
+                    "tensorShape": shape(-1, -1, -1, 3),
+                }
+            },
+            "outputs": {
+                "logits": {"name": "Identity:0", "dtype": "DT_FLOAT", "tensorShape": shape(-1, 3)}
+            },
+        },
+        "modelTopology": {"node": nodes, "library": {}, "versions": {"producer": 1994}},
+        "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": weights}],
+        **changes,
+    }
+    (folder / "model.json").write_text(json.dumps(model))
+    return folder
+
+
+def refused(folder: Path, *fragments: str) -> str:
+    with pytest.raises(ConversionError) as error:
+        open_artifact(folder)
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_a_correct_model_opens_as_a_graph_model(tmp_path, monkeypatch):
+    monkeypatch.setenv(MODULES_VARIABLE, str(DEFAULT_MODULES))
+    if shutil.which("node") is None:
+        pytest.skip("no Node")
+    if not (DEFAULT_MODULES / "@tensorflow").is_dir():
+        refused(web_model(tmp_path / "web"), "make tfjs")
+        return
+    artifact = open_artifact(web_model(tmp_path / "web") / "model.json")
+    assert artifact.kind == "tfjs" and artifact.layout == "nhwc" and artifact.size is None
+    assert artifact.nodes == ["scaled", "shifted", "pooled"]  # graph order, float, not Const
+
+
+def test_a_shard_outside_the_models_folder_is_refused(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 32)
+    manifest = [
+        {
+            "paths": ["../secret.bin"],
+            "weights": [{"name": "scale", "shape": [8], "dtype": "float32"}],
+        }
+    ]
+    refused(web_model(tmp_path / "web", weightsManifest=manifest), "'../secret.bin' lies outside")
+
+
+def test_weights_that_claim_more_than_the_shards_hold_are_refused(tmp_path):
+    """A manifest's shapes are claims: what Node would allocate is checked against the bytes."""
+    huge = [{"name": "scale", "shape": [1 << 40], "dtype": "float32"}]
+    manifest = [{"paths": ["group1-shard1of1.bin"], "weights": huge}]
+    refused(web_model(tmp_path / "web", weightsManifest=manifest), "hold 32 bytes", "take 4,398")
+
+
+def test_a_missing_shard_is_refused(tmp_path):
+    folder = web_model(tmp_path / "web")
+    (folder / "group1-shard1of1.bin").unlink()
+    refused(folder, "no such file")
+
+
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        ({"format": "layers-model"}, "a TF.js layers model"),
+        ({"signature": {"inputs": {}, "outputs": {}}}, "takes no single float image batch"),
+        ({"weightsManifest": "x"}, "not a TF.js model.json this reads"),
+        ({"signature": {"inputs": {"x": []}}}, "not a TF.js model.json this reads"),
+    ],
+    ids=["layers model", "no input", "manifest not a list", "input not a mapping"],
+)
+def test_what_is_no_graph_model_is_named_in_one_line(tmp_path, changes, says):
+    refused(web_model(tmp_path / "web", **changes), says)
+
+
+def test_without_tfjs_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(MODULES_VARIABLE, str(tmp_path / "node_modules"))
+    refused(web_model(tmp_path / "web"), "runs in Node", "make tfjs", MODULES_VARIABLE)
+
+
+@needs_tfjs
+def test_the_runner_computes_what_the_graph_says(tmp_path):
+    artifact = open_artifact(web_model(tmp_path / "web"))
+    x = np.random.default_rng(0).standard_normal((2, 5, 7, 3)).astype(np.float32)
+    expected = (x * SCALE + SHIFT).mean(axis=(1, 2))
+    np.testing.assert_allclose(artifact.run(x), expected, rtol=1e-6, atol=1e-6)
+    assert artifact.run(x).shape == (2, 3)
+
+
+@needs_tfjs
+def test_the_runner_gives_the_node_outputs_of_the_shapes_asked_for(tmp_path):
+    """Every float node output, in graph order, and only those of a kept shape: the runner is
+    told the shapes, so it writes nothing else (a (2, 3) pooled point keeps (2, 3) only)."""
+    artifact = open_artifact(web_model(tmp_path / "web"))
+    x = np.random.default_rng(1).standard_normal((2, 5, 7, 3)).astype(np.float32)
+    every = artifact.tensors(x, KeptShapes(frozenset({(2, 5, 7, 3), (2, 3)})))
+    assert [(c.name, c.position) for c in every] == [("scaled", 0), ("shifted", 1), ("pooled", 2)]
+    np.testing.assert_allclose(every[1].value, x * SCALE + SHIFT, rtol=1e-6)
+    pooled = artifact.tensors(x, KeptShapes(frozenset({(2, 3)})))
+    assert [c.name for c in pooled] == ["pooled"]
+
+
+@needs_tfjs
+def test_a_graph_tfjs_cannot_run_fails_in_one_line(tmp_path):
+    folder = web_model(tmp_path / "web")
+    model = json.loads((folder / "model.json").read_text())
+    model["modelTopology"]["node"][4]["op"] = "NoSuchOp"
+    (folder / "model.json").write_text(json.dumps(model))
+    artifact = open_artifact(folder)
+    with pytest.raises(RuntimeError, match="NoSuchOp"):
+        artifact.run(np.zeros((1, 4, 4, 3), np.float32))
