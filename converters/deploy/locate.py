@@ -10,7 +10,9 @@ transposed) computed after the previous point's match that agrees with it within
 
 - A point no tensor agrees with, followed by one that is matched, was never computed on its
   own (fused into the next operation, or a layout that never holds it): not located, and no
-  fault of the artifact.
+  fault of the artifact at float32, where an error once made is carried to the end. Under a
+  tolerance as wide as a quantized artifact's, the later blocks can bring a real error back
+  within it: so the nearest tensor of such a point is said, with how far it is.
 - The first point no tensor agrees with and after which nothing is matched is where the
   artifact goes wrong: an error, once made, is carried forward by every later block. It is
   reported with its best match (the smallest difference among the tensors of its shape), out
@@ -50,6 +52,10 @@ class Location:
     unlocated: list[tuple[str, str]] = field(default_factory=list)  # (point, why)
     searched: int = 0  # tensors of a plausible shape the artifact computed
     lost_after: str | None = None  # the last point located, where the next has no tensor
+    # The nearest tensor of each point no tensor agrees with though a later point is matched:
+    # fused away, or (under a tolerance wide enough that later blocks agree again, as a
+    # quantized artifact's) an error the later points hide. Said with how far it is.
+    misses: list[Point] = field(default_factory=list)
 
     def notes(self, images: int) -> list[str]:
         """What was located, in words, for Verification.notes."""
@@ -64,6 +70,12 @@ class Location:
         for name, reason in self.unlocated:
             why.setdefault(reason, []).append(name)
         lines += [f"not located ({reason}): {', '.join(names)}" for reason, names in why.items()]
+        if self.misses:
+            nearest = ", ".join(
+                f"{p.name} {p.max_rel:.2e} ({p.max_rel / p.tolerance:.3g}x its tolerance)"
+                for p in self.misses
+            )
+            lines.append(f"nearest tensor of each point no tensor agrees with: {nearest}")
         if self.lost_after is not None:
             lines.append(
                 f"where it goes wrong cannot be named: after {self.lost_after}, where the next "
@@ -171,6 +183,7 @@ def locate(
             location.points.append(point)
         elif i < last:
             location.unlocated.append((name, "no tensor agrees with it: fused or not computed"))
+            location.misses.append(point)
         elif unnamed:
             location.unlocated.append(
                 (name, "after a point that could not be located, nothing is matched by value")

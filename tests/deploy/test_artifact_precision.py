@@ -4,6 +4,7 @@ and a graph that takes float16 input is held to float32's."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,69 @@ def test_the_float64_floor_block_by_block_is_the_float64_models(tiny_model):
         np.testing.assert_array_equal(stepwise[name], whole[name])
     assert not np.array_equal(stepwise["head"], single["head"])
     assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}
+
+
+@pytest.fixture(scope="module")
+def float16_ports(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """The hand-written port (no `stages` signature: a black box) as a float16 .tflite by
+    LiteRT's converter (float16 weights), correct and with one weight of stage3_block1's
+    second pointwise layer moved by 0.04: a break the logits carry within float16's
+    tolerance (3.4e-3 against 6.3e-3), its own block 2.6x out of that block's."""
+    import tensorflow as tf
+
+    from tests.deploy.test_verify import hand_written_port
+    from tests.support.verifying import perturb_one_value
+
+    directory = tmp_path_factory.mktemp("float16_ports")
+    paths = {}
+    for name, delta in (("correct", 0.0), ("broken", 0.04)):
+        port = hand_written_port(tiny_model)
+        if delta:
+            perturb_one_value(port.get_layer("stage3_block1_pwconv2").kernel, delta)
+        port.export(str(directory / name), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(directory / name))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+        paths[name] = directory / f"{name}.tflite"
+        paths[name].write_bytes(converter.convert())
+    return paths
+
+
+def verify_float16_port(tiny_model, path: Path):
+    from converters.deploy.artifacts import open_artifact
+
+    artifact = open_artifact(path, SPEC)
+    assert artifact.precision == "float16" and not artifact.traced
+    feed = feeding(artifact, 3, None, None, None, None, None)
+    return verify_models(tiny_model, artifact, random_images(4, SIZE, 3, 0), feed, batch=4)
+
+
+def test_a_quantized_pass_compares_the_blocks_and_says_which_one_hides_an_error(
+    tiny_model, float16_ports
+):
+    """Under a tolerance wider than one wrong weight moves the logits, the blocks of a foreign
+    artifact are located on a PASS too, each held to its own float16 floor: the broken block
+    matches no tensor (its nearest, its own output, 2.6x out) while the later ones agree
+    again, and the note names it with that distance. The correct port: every point located."""
+    result = verify_float16_port(tiny_model, float16_ports["correct"])
+    assert result.passed, result.format()
+    text = result.format()
+    assert "11 of 11 points" in text and "matches no tensor" not in text
+    broken = verify_float16_port(tiny_model, float16_ports["broken"])
+    assert broken.passed, broken.format()  # the logits cannot see it: the blocks can
+    text = broken.format()
+    assert "stages.2.1 matches no tensor, and later points do" in text, text
+    nearest = re.search(r"nearest tensor .*: stages\.2\.1 \S+ \(([\d.]+)x its tolerance", text)
+    assert nearest and float(nearest.group(1)) > 2, text
+
+
+def test_the_quantized_block_check_is_seen_failing_without_the_matching(
+    tiny_model, float16_ports, monkeypatch
+):
+    """The note above rests on the matching: with no tensor read as a block's, nothing is
+    located and no block is named."""
+    from converters.deploy import locate
+
+    monkeypatch.setattr(locate, "readings", lambda reference, value: iter(()))
+    text = verify_float16_port(tiny_model, float16_ports["broken"]).format()
+    assert "matches no tensor" not in text and "nearest tensor" not in text, text
