@@ -8,7 +8,8 @@ SavedModel `convnext export` writes is converted (a TF.js graph model keeps only
 signature: a black box, whose blocks are found among its node outputs): the correct model
 PASSES at 224x224 and at 61x67, and the same conversion with one weight of stages.2.1 moved
 FAILS with stages.2.1 named, which it no longer does with the matching disabled. A float16
-model (`--quantize_float16`) is compared as float16, its PASS line saying what it cannot see.
+model (`--quantize_float16`) is compared as float16, its PASS line saying what it cannot see;
+broken, it still passes at the logits, and its blocks name stages.2.1.
 """
 
 from __future__ import annotations
@@ -125,3 +126,13 @@ def test_float16_web_model_is_compared_as_float16_and_says_what_it_cannot_see(
     assert code == 0, out
     assert "stored as float16: compared as float16" in out, out
     assert re.search(r"^PASS: .*float16 noise floor.*blind below", out, re.MULTILINE), out
+
+
+def test_float16_web_model_with_a_broken_weight_names_the_block_its_logits_hide(
+    capsys, checkpoints, web_models
+):
+    """The logits pass under float16's tolerance; its blocks, compared on a PASS too under a
+    tolerance that wide, name stages.2.1 as the first that matches no tensor."""
+    code, out = verify(capsys, checkpoints["correct"], web_models["broken-float16"], SIZES[1])
+    assert code == 0, out
+    assert "stages.2.1 matches no tensor, and later points do" in out, out
