@@ -38,6 +38,7 @@ from converters.deploy.artifacts.candidates import Candidate, Keep
 from converters.errors import ConversionError, first_sentence
 from converters.files.foreign_formats import MANIFEST_LIMIT
 from converters.files.guards import check_regular_file
+from converters.files.savedmodel import ALLOWED_OPS
 
 RUNNER = Path(__file__).with_name("tfjs_runner.js")
 MODULES_VARIABLE = "CONVNEXT_TFJS_MODULES"  # a node_modules folder with TF.js in it
@@ -53,6 +54,9 @@ BACKEND = "wasm"  # TF.js's WebAssembly backend: a browser's without WebGL, Node
 # Bytes per element as TF.js stores a weight (its own dtype, or its quantization's).
 STORED_BYTES = {"float32": 4, "int32": 4, "bool": 1, "uint8": 1, "uint16": 2, "float16": 2}
 SKIPPED_OPS = frozenset({"Const", "Placeholder", "Identity", "NoOp"})
+# What a SavedModel may run (converters.files.savedmodel: no loops, nothing that never ends),
+# with the name tensorflowjs_converter gives a fused depthwise convolution.
+TFJS_OPS = ALLOWED_OPS | {"FusedDepthwiseConv2dNative"}
 FLOAT_TYPES = frozenset({"DT_FLOAT", "DT_HALF"})
 
 
@@ -146,6 +150,7 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
             "(tensorflowjs_converter --input_format tf_saved_model), which hold every operation "
             "TF.js runs; convert the SavedModel to one, or verify the Keras model it came from"
         )
+    check_operations(manifest, data["modelTopology"])
     signature = data.get("signature") or {}
     input_name, shape = image_input(manifest, signature.get("inputs") or {})
     declared = signature.get("outputs") or {}
@@ -193,6 +198,22 @@ def read_manifest(manifest: Path) -> dict:
     if not isinstance(data, dict):
         raise ConversionError(f"{manifest}: not a TF.js model.json")
     return data
+
+
+def check_operations(manifest: Path, topology: dict) -> None:
+    """Every operation of the graph and of the functions it may call is one of TFJS_OPS: a
+    graph with a loop could keep Node running without end."""
+    functions = (topology.get("library") or {}).get("function") or []
+    nodes = list(topology["node"])
+    for function in functions:
+        nodes += function.get("nodeDef") or []
+    names = {(f.get("signature") or {}).get("name") for f in functions}
+    other = sorted({node.get("op") for node in nodes} - TFJS_OPS - names, key=str)
+    if other:
+        raise ConversionError(
+            f"{manifest}: refused: its graph runs {', '.join(map(str, other[:5]))}"
+            f"{', ...' if len(other) > 5 else ''}, not among the inference operations verify runs"
+        )
 
 
 def image_input(manifest: Path, inputs: dict) -> tuple[str, list[int | None]]:
