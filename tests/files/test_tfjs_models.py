@@ -186,6 +186,7 @@ def test_the_runner_gives_the_node_outputs_of_the_shapes_asked_for(tmp_path):
     np.testing.assert_allclose(every[1].value, x * SCALE + SHIFT, rtol=1e-6)
     pooled = artifact.tensors(x, KeptShapes(frozenset({(2, 3)})))
     assert [c.name for c in pooled] == ["pooled"]
+    assert artifact.tensors(x, KeptShapes(frozenset({(9, 9)}))) == []  # nothing written
 
 
 @needs_tfjs

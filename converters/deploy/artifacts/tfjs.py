@@ -74,8 +74,10 @@ class TFJSArtifact(Artifact):
     runtime: str = ""  # TF.js's version, backend and Node's, for the report
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        (value,) = self.execute(x, [self.fetch]).values()
-        return value
+        found = self.execute(x, [self.fetch])
+        if not found:
+            raise RuntimeError(f"its output {self.fetch} is not float32")
+        return next(iter(found.values()))
 
     def tensors(self, x: np.ndarray, keep: Keep) -> list[Candidate]:
         """Every float node output of the graph that `keep` accepts, in an order the graph
@@ -118,7 +120,8 @@ class TFJSArtifact(Artifact):
                 lines = [line for line in done.stderr.splitlines() if line.strip()]
                 raise RuntimeError(lines[-1] if lines else f"node exited {done.returncode}")
             index = json.loads((work / "index.json").read_text())["tensors"]
-            values = np.memmap(work / "values.bin", dtype="<f4", mode="r") if index else None
+            written = (work / "values.bin").stat().st_size > 0
+            values = np.memmap(work / "values.bin", dtype="<f4", mode="r") if written else None
             found = {}
             for entry in index:
                 if entry["offset"] < 0:
