@@ -215,3 +215,9 @@ def test_a_graph_with_a_loop_is_refused_before_node_runs_it(tmp_path):
     model["modelTopology"]["node"][4]["op"] = "NoSuchOp"
     (folder / "model.json").write_text(json.dumps(model))
     refused(folder, "refused: its graph runs NoSuchOp")
+
+
+def test_a_signature_asked_of_a_graph_model_is_refused(tmp_path):
+    """tensorflowjs_converter keeps one signature: asking for another is a mistake to say."""
+    with pytest.raises(ConversionError, match="`signature` does not apply"):
+        open_artifact(web_model(tmp_path / "web"), signature="stages")

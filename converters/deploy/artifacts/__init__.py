@@ -78,6 +78,11 @@ def open_artifact(
     if manifest is not None:
         from converters.deploy.artifacts.tfjs import open_tfjs  # Node runs it: no framework here
 
+        if signature not in (None, SERVING_SIGNATURE):
+            raise ConversionError(
+                f"{path}: a TF.js graph model has one signature (tensorflowjs_converter keeps "
+                "the one it converts): `signature` does not apply"
+            )
         return open_tfjs(manifest, output_name)
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
