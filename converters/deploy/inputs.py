@@ -57,7 +57,7 @@ def random_images(count: int, size: tuple[int, int], channels: int, seed: int) -
     kernel orientation error cannot cancel out. One image is allowed (an artifact may take no
     more), but hides batch-axis errors: verify says so."""
     names = [f"random {i}" for i in range(count)]
-    described = f"{count} random images of {size[0]}x{size[1]}, seed {seed}"
+    described = f"{count} random image{'s' * (count != 1)} of {size[0]}x{size[1]}, seed {seed}"
     return Images(names, size, channels, described, seed=seed)
 
 

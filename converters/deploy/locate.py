@@ -182,7 +182,7 @@ def locate(
         if point.ok:
             location.points.append(point)
         elif i < last:
-            location.unlocated.append((name, "no tensor agrees with it: fused or not computed"))
+            location.unlocated.append((name, "no tensor agrees with it, though later points do"))
             location.misses.append(point)
         elif unnamed:
             location.unlocated.append(

@@ -491,12 +491,14 @@ def verify_models(
                 topk_same.append(finite and set(np.argsort(-w)[:k]) == set(np.argsort(-g)[:k]))
     final = served.point(output_name, tolerance, atol or 0.0, floor_scale)
     clock.lap("compare")
-    # Under a tolerance wider than what one wrong weight moves the output by (a quantized
-    # artifact's, or --rtol), a PASS says little: its blocks are compared too, each against its
-    # own floor (the reference with its weights quantized the same way), where a wrong weight
-    # stands out before the later blocks dilute it.
-    wide = rtol is not None or precision not in ("float32", "float64")
-    if first_seen is not None and (locate == "always" or not final.ok or wide):
+    # Under a quantized artifact's tolerance, wider than what one wrong weight moves the output
+    # by, a PASS says little: its blocks are compared too, each against its own floor (the
+    # reference with its weights quantized the same way), where a wrong weight stands out
+    # before the later blocks dilute it. (Not under a --rtol: one tolerance for every point,
+    # however far into the network, is no floor of its own.)
+    quantized = precision not in ("float32", "float64")
+    wide = rtol is not None or quantized
+    if first_seen is not None and (locate == "always" or not final.ok or quantized):
         log("locating the intermediate outputs among the artifact's own tensors")
         judge = judged(tolerance, floor_scale)
         with native_notices_silenced():  # LiteRT's INFO lines from a second interpreter
@@ -528,7 +530,7 @@ def verify_models(
     if passed and first:
         notes.append(f"{first} is out of its tolerance, the output is not")
         first = None
-    if passed and wide and located is not None and located.misses:
+    if passed and quantized and located is not None and located.misses:
         notes.append(
             f"{located.misses[0].name} matches no tensor, and later points do: fused away, or "
             "an error that this wide a tolerance lets the later blocks hide (its nearest tensor "

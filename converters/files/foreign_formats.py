@@ -6,8 +6,7 @@ Keras 3 refuses a Keras 2 `.keras` archive with an error about a config it canno
 has no safe loader for a Keras 2 `.h5` model (its Lambda layers carry marshalled Python); a
 TF.js model is a folder of JSON and weight shards. Each is recognised
 from its own markers, as the writing library lays them out: the `keras_version` in a .keras
-archive's metadata.json or in an HDF5 file's root attributes, and the `modelTopology` /
-`weightsManifest` keys of a TF.js model.json.
+archive's metadata.json or in an HDF5 file's root attributes, and a TF.js model's model.json.
 """
 
 from __future__ import annotations
@@ -56,16 +55,12 @@ def check_not_keras2(path: Path) -> None:
 
 
 def tfjs_manifest(path: Path) -> Path | None:
-    """The model.json of a TF.js model at `path` (the folder, or its model.json), or None."""
+    """The model.json of what is laid out as a TF.js model at `path`: a file named model.json,
+    or a folder holding one and no saved_model.pb; else None. What it holds is read by the
+    TF.js reader (converters.deploy.artifacts.tfjs), which names what is wrong with it."""
     manifest = path / "model.json" if path.is_dir() else path
-    if manifest.name != "model.json" or not manifest.is_file():
+    if manifest.name != "model.json" or not manifest.exists():
         return None
-    if manifest.stat().st_size > MANIFEST_LIMIT:
+    if path.is_dir() and (path / "saved_model.pb").exists():
         return None
-    try:
-        data = json.loads(manifest.read_bytes())
-    except ValueError:
-        return None
-    if isinstance(data, dict) and ("modelTopology" in data or "weightsManifest" in data):
-        return manifest
-    return None
+    return manifest

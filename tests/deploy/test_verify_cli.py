@@ -332,7 +332,7 @@ def test_cli_an_artifact_that_refuses_the_batch_is_one_line_naming_the_options(
         "--batch",
         BATCH,
     )
-    assert_unusable(code, out, err, "refused a NHWC batch of shape (2, 61, 67, 3)", "--layout")
+    assert_unusable(code, out, err, "refused a batch of shape (2, 61, 67, 3)", "--layout")
 
 
 @pytest.mark.parametrize("kind", ["tflite", "savedmodel", "keras"])

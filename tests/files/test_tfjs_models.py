@@ -221,3 +221,56 @@ def test_a_signature_asked_of_a_graph_model_is_refused(tmp_path):
     """tensorflowjs_converter keeps one signature: asking for another is a mistake to say."""
     with pytest.raises(ConversionError, match="`signature` does not apply"):
         open_artifact(web_model(tmp_path / "web"), signature="stages")
+
+
+def test_shapes_that_overflow_int64_are_counted_exactly(tmp_path):
+    """2^31 x 2^31 x 320 float32 values wrap to 0 bytes in int64: counted in Python's
+    integers, they are the 5.9e21 bytes no shard holds; a negative size is no shape."""
+    huge = [{"name": "scale", "shape": [2**31, 2**31, 320], "dtype": "float32"}]
+    manifest = [{"paths": ["group1-shard1of1.bin"], "weights": huge}]
+    refused(web_model(tmp_path / "a", weightsManifest=manifest), "take 5,902,958,")
+    negative = [{"name": "scale", "shape": [-1, -8], "dtype": "float32"}]
+    manifest = [{"paths": ["group1-shard1of1.bin"], "weights": negative}]
+    refused(web_model(tmp_path / "b", weightsManifest=manifest), "has shape [-1, -8]")
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [("{", "not JSON"), ("[1, 2]", "no modelTopology or weightsManifest")],
+    ids=["not json", "a list"],
+)
+def test_a_folder_with_a_bad_model_json_is_named_as_tfjs(tmp_path, text, says):
+    """Not taken for a SavedModel without saved_model.pb: the model.json is what is wrong."""
+    folder = web_model(tmp_path / "web")
+    (folder / "model.json").write_text(text)
+    refused(folder, "model.json", says)
+
+
+@needs_tfjs
+def test_node_failing_before_the_runner_starts_says_why(tmp_path, monkeypatch):
+    """TF.js missing from the folder verify was pointed at (its package.json files only):
+    the runner's one line names the missing package, not Node's version banner."""
+    from converters.deploy.artifacts import base
+
+    modules = tmp_path / "node_modules"
+    for package in ("tfjs-core", "tfjs-converter", "tfjs-backend-cpu", "tfjs-backend-wasm"):
+        (modules / "@tensorflow" / package).mkdir(parents=True)
+        (modules / "@tensorflow" / package / "package.json").write_text('{"version": "4.22.0"}')
+    monkeypatch.setenv(MODULES_VARIABLE, str(modules))
+    artifact = open_artifact(web_model(tmp_path / "web"))
+    with pytest.raises(RuntimeError) as error:
+        artifact.run(np.zeros((1, 4, 4, 3), np.float32))
+    assert "Cannot find module '@tensorflow/tfjs-core'" in str(error.value)
+    said = str(base.rejected(artifact, np.zeros((1, 4, 4, 3)), error.value))
+    assert said.endswith("on a batch of (1, 4, 4, 3)") and "--layout" not in said, said
+
+
+def test_another_tfjs_major_version_is_refused(tmp_path, monkeypatch):
+    modules = tmp_path / "node_modules"
+    for package in ("tfjs-core", "tfjs-converter", "tfjs-backend-cpu", "tfjs-backend-wasm"):
+        (modules / "@tensorflow" / package).mkdir(parents=True)
+        (modules / "@tensorflow" / package / "package.json").write_text('{"version": "3.0.0"}')
+    monkeypatch.setenv(MODULES_VARIABLE, str(modules))
+    if shutil.which("node") is None:
+        pytest.skip("no Node")
+    refused(web_model(tmp_path / "web"), "TF.js 4 is needed", "tfjs-core 3.0.0", "make tfjs")

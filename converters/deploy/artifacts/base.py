@@ -152,9 +152,10 @@ def rejected(artifact: Artifact, x: np.ndarray, error: Exception) -> ConversionE
             f"{artifact.path}: its graph stopped the run with its own check "
             f"({first_sentence(error)[:200]})"
         )
-    layout = "NCHW" if artifact.layout == "nchw" else "NHWC"
+    if text.startswith("TF.js: ") and "shape" not in text.lower():  # not the input: the model
+        return ConversionError(f"{artifact.path}: {text[:300]}, on a batch of {tuple(x.shape)}")
     return ConversionError(
-        f"{artifact.path}: refused a {layout} batch of shape {tuple(x.shape)} "
+        f"{artifact.path}: refused a batch of shape {tuple(x.shape)} "
         f"({first_sentence(error)[:200]}); if it takes another layout or size, pass "
         "`input_layout` or `size`"
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -36,7 +37,6 @@ from converters.deploy.artifacts.base import (
 )
 from converters.deploy.artifacts.candidates import Candidate, Keep
 from converters.errors import ConversionError, first_sentence
-from converters.files.foreign_formats import MANIFEST_LIMIT
 from converters.files.guards import check_regular_file
 from converters.files.savedmodel import ALLOWED_OPS
 
@@ -50,6 +50,8 @@ INSTALL = (
     + ", @tensorflow/".join(PACKAGES)
     + " 4.22"
 )
+MANIFEST_LIMIT = 1 << 24  # model.json: a graph's nodes (convnext_tiny's: 0.5 MB) and manifest
+RUN_LIMIT = 900  # seconds one Node run may take (convnext_tiny, 4 images: 4 s)
 BACKEND = "wasm"  # TF.js's WebAssembly backend: a browser's without WebGL, Node's fastest here
 # Bytes per element as TF.js stores a weight (its own dtype, or its quantization's).
 STORED_BYTES = {"float32": 4, "int32": 4, "bool": 1, "uint8": 1, "uint16": 2, "float16": 2}
@@ -109,16 +111,22 @@ class TFJSArtifact(Artifact):
             }
             (work / "request.json").write_text(json.dumps(request))
             environment = {**os.environ, "NODE_PATH": str(self.modules)}
-            done = subprocess.run(
-                [self.node, str(RUNNER), str(work / "request.json")],
-                capture_output=True,
-                text=True,
-                env=environment,
-                check=False,
-            )
+            try:
+                done = subprocess.run(
+                    [self.node, str(RUNNER), str(work / "request.json")],
+                    capture_output=True,
+                    text=True,
+                    env=environment,
+                    check=False,
+                    timeout=RUN_LIMIT,
+                )
+            except subprocess.TimeoutExpired:
+                raise ConversionError(
+                    f"{self.manifest}: TF.js had not finished after {RUN_LIMIT} s on a batch of "
+                    f"shape {tuple(x.shape)}: stopped"
+                ) from None
             if done.returncode != 0:
-                lines = [line for line in done.stderr.splitlines() if line.strip()]
-                raise RuntimeError(lines[-1] if lines else f"node exited {done.returncode}")
+                raise RuntimeError(f"TF.js: {runner_error(done)}")
             index = json.loads((work / "index.json").read_text())["tensors"]
             written = (work / "values.bin").stat().st_size > 0
             values = np.memmap(work / "values.bin", dtype="<f4", mode="r") if written else None
@@ -132,6 +140,14 @@ class TFJSArtifact(Artifact):
                 )
             del values
             return found
+
+
+def runner_error(done: subprocess.CompletedProcess) -> str:
+    """What Node said when the runner failed: the runner's own one line, else (Node itself
+    failing, before the runner could catch anything) the first line that names an error."""
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line or "error" in line]
+    return (named or lines or [f"node exited with status {done.returncode}"])[0][:300]
 
 
 def open_tfjs(manifest: Path, output_name: str | None = None) -> TFJSArtifact:
@@ -183,6 +199,7 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
         others = ", ".join(sorted(name for name in outputs if name != output_name))
         artifact.notes.append(f"compared its output {output_name!r}; not its others ({others})")
     artifact.node, artifact.modules = find_tfjs(manifest)
+    check_version(manifest, artifact.modules)
     artifact.runtime = runtime(artifact.node, artifact.modules)
     return artifact
 
@@ -198,8 +215,10 @@ def read_manifest(manifest: Path) -> dict:
         data = json.loads(manifest.read_bytes())
     except ValueError as e:
         raise ConversionError(f"{manifest}: not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConversionError(f"{manifest}: not a TF.js model.json")
+    if not isinstance(data, dict) or not ({"modelTopology", "weightsManifest"} & set(data)):
+        raise ConversionError(
+            f"{manifest}: not a TF.js model.json (it holds no modelTopology or weightsManifest)"
+        )
     return data
 
 
@@ -256,8 +275,7 @@ def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str
                 )
             if weight.get("quantization"):
                 quantized.add(stored)
-            elements = int(np.prod(weight.get("shape") or [], dtype=np.int64))
-            declared += elements * STORED_BYTES[stored]
+            declared += elements_of(manifest, weight) * STORED_BYTES[stored]
     held = sum(path.stat().st_size for path in shards)
     if held != declared:
         raise ConversionError(
@@ -274,6 +292,15 @@ def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str
         f"its weights are quantized to {kinds} (TF.js's affine quantization, which verify's "
         "reference does not reproduce): compared as float32 (pass `rtol` to allow more)",
     )
+
+
+def elements_of(manifest: Path, weight: dict) -> int:
+    """How many values a weight's shape says it holds, in Python's integers (numpy's int64
+    wraps: a shape of 2^31 x 2^31 x 320 would count as none)."""
+    shape = weight.get("shape") or []
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise ConversionError(f"{manifest}: weight {weight.get('name')!r} has shape {shape}")
+    return math.prod(shape)
 
 
 def float_nodes(nodes: list) -> list[str]:
@@ -319,6 +346,21 @@ def runtime(node: str, modules: Path) -> str:
     package = json.loads((modules / "@tensorflow" / "tfjs-converter" / "package.json").read_text())
     done = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
     return f"{package.get('version')} ({BACKEND} backend), Node {done.stdout.strip()}"
+
+
+def check_version(manifest: Path, modules: Path) -> None:
+    """TF.js 4, whose loading and executor APIs the runner calls (make tfjs pins 4.22)."""
+    said = {}
+    for package in PACKAGES:
+        try:
+            text = (modules / "@tensorflow" / package / "package.json").read_text()
+            said[package] = str(json.loads(text).get("version"))
+        except (OSError, ValueError, AttributeError):
+            said[package] = "unreadable"
+    other = {p: v for p, v in said.items() if not v.startswith("4.")}
+    if other:
+        found = ", ".join(f"{p} {v}" for p, v in other.items())
+        raise ConversionError(f"{manifest}: TF.js 4 is needed, {modules} holds {found}: {INSTALL}")
 
 
 def find_tfjs(manifest: Path) -> tuple[str, Path]:

@@ -18,9 +18,7 @@
 "use strict";
 
 const fs = require("fs");
-const tf = require("@tensorflow/tfjs-core");
-const tfconv = require("@tensorflow/tfjs-converter");
-require("@tensorflow/tfjs-backend-cpu");
+let tf, tfconv; // required in main(), so that a missing package is this script's one-line error
 
 const FETCH_CHUNK = 64; // node outputs fetched in one run: their tensors are held until written
 
@@ -72,6 +70,9 @@ function wanted(tensor, shapes) {
 }
 
 async function main() {
+  tf = require("@tensorflow/tfjs-core");
+  tfconv = require("@tensorflow/tfjs-converter");
+  require("@tensorflow/tfjs-backend-cpu");
   // TF.js's advice on the console (install tfjs-node, use execute()) would mix with our output
   console.log = console.warn = console.info = () => {};
   const request = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
@@ -106,6 +107,6 @@ async function main() {
 }
 
 main().catch((error) => {
-  process.stderr.write(`${(error && error.message) || error}\n`);
+  process.stderr.write(`${String((error && error.message) || error).split("\n")[0]}\n`);
   process.exit(1);
 });
