@@ -404,7 +404,11 @@ def verify_models(
     # The float64 floor of a float32 artifact runs block by block, each on a float64 copy of
     # its own (torch_trace's dtype), rather than on a float64 copy of the whole model.
     floor_dtype = None
-    if precision == "float64":
+    exactly = quantized_exactly(model, artifact)
+    if exactly is not None:  # its every weight known: float32 on those, held to float32's floor
+        reference = baseline = reference_copy(model, precision)
+        precision, floor_dtype = "float32", torch.float64
+    elif precision == "float64":
         reference, baseline = reference_copy(model, "float64"), reference_copy(model, "float32")
     elif precision == "float32":
         reference = baseline = reference_copy(model, "float32")
@@ -415,7 +419,7 @@ def verify_models(
     if precision == "float32":
         floored_at_most = floor_images(model, inputs.size, inputs.channels, floored_at_most)
     clock.lap("copy the reference to the precisions needed")
-    notes = list(artifact.notes) + list(feed.notes) + guessed
+    notes = list(artifact.notes) + ([exactly] if exactly else []) + list(feed.notes) + guessed
     if artifact.layout is None and feed.layout == "nhwc":
         notes.append("the artifact's input shape does not say its layout: NHWC assumed")
     tallies: dict[str, Tally] = {}
@@ -625,7 +629,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """A copy of `model` that computes like an artifact of `precision`: float64 (the
     reference), float32, float16 (weights rounded to float16, computed in float32, as a
-    float16-quantized .tflite does) or dynamic-int8 (matrix and conv weights of 1024 elements
+    float16-quantized .tflite does), uint8 / uint16 (TF.js's affine weight quantization,
+    affine_rounded) or dynamic-int8 (matrix and conv weights of 1024 elements
     or more rounded to int8 per output channel, as LiteRT's converter does; the run-time
     quantization of activations is not simulated). For float32, a float32 model is its own
     reference, not copied: nothing changes it, and a copy would hold as much memory again
@@ -642,11 +647,57 @@ def reference_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
         for p in copied.parameters():
             if precision == "float16":
                 p.copy_(p.half().float())
+            elif precision in AFFINE_LEVELS:
+                p.copy_(affine_rounded(p, AFFINE_LEVELS[precision]))
             elif precision == "dynamic-int8" and p.ndim > 1 and p.numel() >= QUANTIZED_ELEMENTS:
                 axes = tuple(range(1, p.ndim))
                 step = p.abs().amax(dim=axes, keepdim=True).clamp_min(1e-30) / 127
                 p.copy_((p / step).round().clamp(-127, 127) * step)
     return copied
+
+
+AFFINE_LEVELS = {"uint8": 255, "uint16": 65535}  # TF.js's affine weight quantization
+
+
+def quantized_exactly(model: torch.nn.Module, artifact: Artifact) -> str | None:
+    """For an artifact whose weights are quantized the affine way (a TF.js model's uint8 /
+    uint16), whether they are PyTorch's quantized exactly so: every parameter's range found
+    among the artifact's (Artifact.unmatched_weights). Then PyTorch on those weights computes
+    what the artifact should, to float32's noise floor, and is the reference: said in words.
+    None when not (or not an affine artifact): compared against the quantization's floor."""
+    if artifact.precision not in AFFINE_LEVELS:
+        return None
+    parameters = {n: p.detach().float().numpy() for n, p in model.named_parameters()}
+    missing = artifact.unmatched_weights(parameters, AFFINE_LEVELS[artifact.precision])
+    if missing is None or missing:
+        if missing:
+            artifact.notes.append(
+                f"{len(missing)} of PyTorch's weights ({', '.join(missing[:3])}"
+                f"{', ...' if len(missing) > 3 else ''}) are not among its quantized ones as "
+                f"{artifact.precision} would store them: compared with {artifact.precision}'s "
+                "floor"
+            )
+        return None
+    return (
+        f"each of PyTorch's weights, quantized to {artifact.precision} as the converter does, "
+        "is among its own (the same minimum and scale): compared with PyTorch on those "
+        "weights, at float32's noise floor"
+    )
+
+
+def affine_rounded(p: torch.Tensor, levels: int) -> torch.Tensor:
+    """`p` stored as tensorflowjs_converter's --quantize_uint8 / uint16 store a weight, and
+    read back: one scale for the whole tensor (artifacts.tfjs.affine_range), each value
+    rounded to the nearest level (in float64, as the converter's numpy does)."""
+    from converters.deploy.artifacts.tfjs import affine_range
+
+    values = p.detach().double()
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        return p.clone()  # one value: stored as its minimum, exactly
+    low, scale = affine_range(low, high, levels)
+    levels_of = torch.round((values.clamp(low, levels * scale + low) - low) / scale)
+    return (levels_of * scale + low).to(p.dtype)
 
 
 def numeric_environment(artifact: Artifact, allow_tf32: bool) -> dict[str, str]:

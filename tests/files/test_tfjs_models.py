@@ -274,3 +274,35 @@ def test_another_tfjs_major_version_is_refused(tmp_path, monkeypatch):
     if shutil.which("node") is None:
         pytest.skip("no Node")
     refused(web_model(tmp_path / "web"), "TF.js 4 is needed", "tfjs-core 3.0.0", "make tfjs")
+
+
+def test_affine_quantization_is_the_converters():
+    """tensorflowjs_converter's uint8 range of [-0.3, 1.0]: scale 1.3 / 255, its minimum
+    moved to the level nearest -0.3 that puts 0 on a level (59 steps below 0), each value
+    rounded to a level: 0 stays 0 exactly. Without the move, 0 would not be a level."""
+    import torch
+
+    from converters.deploy.artifacts.tfjs import affine_range
+    from converters.deploy.verify import affine_rounded
+
+    low, scale = affine_range(-0.3, 1.0, 255)
+    assert scale == pytest.approx(1.3 / 255) and low == pytest.approx(-59 * 1.3 / 255)
+    values = torch.tensor([-0.3, 0.0, 0.123, 1.0])
+    rounded = affine_rounded(values, 255).double()
+    assert rounded[1] == 0.0
+    steps = (rounded - low) / scale
+    assert torch.allclose(steps, steps.round(), atol=1e-4)  # every value on a level
+    assert (rounded - values.double()).abs().max() <= scale  # the top clipped by under a step
+
+
+def test_a_uint8_models_weights_are_matched_to_pytorchs_by_their_ranges(tmp_path):
+    """unmatched_weights: a PyTorch weight whose (min, scale) the manifest holds is found
+    (once); one of another range is named. A one-valued weight needs no finding."""
+    from converters.deploy.artifacts.tfjs import TFJSArtifact, affine_range
+
+    artifact = TFJSArtifact(tmp_path, "tfjs", "test", affine=[affine_range(-2.0, 3.0, 255)])
+    params = {"scale": SCALE, "constant": np.full(3, 0.5, np.float32)}
+    assert artifact.unmatched_weights(params, 255) == []
+    params["again"] = SCALE.copy()  # the range is held once, not twice
+    assert artifact.unmatched_weights(params, 255) == ["again"]
+    assert artifact.unmatched_weights({"shift": SHIFT}, 255) == ["shift"]

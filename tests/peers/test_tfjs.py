@@ -9,7 +9,9 @@ signature: a black box, whose blocks are found among its node outputs): the corr
 PASSES at 224x224 and at 61x67, and the same conversion with one weight of stages.2.1 moved
 FAILS with stages.2.1 named, which it no longer does with the matching disabled. A float16
 model (`--quantize_float16`) is compared as float16, its PASS line saying what it cannot see;
-broken, it still passes at the logits, and its blocks name stages.2.1.
+broken, it still passes at the logits, and its blocks name stages.2.1. A uint8 model's weights
+are PyTorch's quantized exactly as the converter does (each range found in its manifest), so
+it is held to float32's tolerance against PyTorch on those weights: broken, it FAILS there.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def web_models(checkpoints, tmp_path_factory) -> dict[str, Path]:
     for name, checkpoint in checkpoints.items():
         savedmodel = directory / f"{name}_savedmodel"
         export_file(checkpoint, savedmodel)
-        for suffix, options in (("", []), ("-float16", ["--quantize_float16", "*"])):
+        quantized = {"-float16": "--quantize_float16", "-uint8": "--quantize_uint8"}
+        for suffix, options in [("", []), *((s, [o, "*"]) for s, o in quantized.items())]:
             out = directory / f"{name}{suffix}_web"
             argv = [CONVERTER, "--input_format=tf_saved_model", *options, savedmodel, out]
             done = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
@@ -136,3 +139,15 @@ def test_float16_web_model_with_a_broken_weight_names_the_block_its_logits_hide(
     code, out = verify(capsys, checkpoints["correct"], web_models["broken-float16"], SIZES[1])
     assert code == 0, out
     assert "stages.2.1 matches no tensor, and later points do" in out, out
+
+
+@pytest.mark.parametrize("name, code", [("correct-uint8", 0), ("broken-uint8", 1)])
+def test_uint8_web_model_is_held_to_float32_on_its_own_weights(
+    capsys, checkpoints, web_models, name, code
+):
+    got, out = verify(capsys, checkpoints["correct"], web_models[name], SIZES[1])
+    assert got == code, out
+    assert "quantized to uint8 as the converter does, is among its own" in out, out
+    assert "float32 noise floor" in out, out
+    if code:
+        assert f"first divergence: {BROKEN_BLOCK}" in out, out

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,26 @@ class TFJSArtifact(Artifact):
     fetch: str = ""  # the output compared, as TF.js names it (node:index)
     nodes: list[str] = field(default_factory=list)  # float node outputs, in graph order
     runtime: str = ""  # TF.js's version, backend and Node's, for the report
+    affine: list[tuple[float, float]] = field(default_factory=list)  # quantized (min, scale)
+
+    def unmatched_weights(self, parameters: dict[str, np.ndarray], levels: int) -> list[str]:
+        """The names among `parameters` (PyTorch's, of more than one value) whose affine range
+        (min, scale), as tensorflowjs_converter computes it, is not among this model's
+        quantized weights: none, and the file's weights are PyTorch's quantized this way,
+        each of them exactly (a weight the converter folded with another would not be)."""
+        stored = Counter((f"{low:.9g}", f"{scale:.9g}") for low, scale in self.affine)
+        missing = []
+        for name, value in parameters.items():
+            low, high = float(value.min()), float(value.max())
+            if low == high:
+                continue  # one value: stored as it is, whatever the quantization
+            low, scale = affine_range(low, high, levels)
+            key = (f"{low:.9g}", f"{scale:.9g}")
+            if stored[key] > 0:
+                stored[key] -= 1
+            else:
+                missing.append(name)
+        return missing
 
     def run(self, x: np.ndarray) -> np.ndarray:
         found = self.execute(x, [self.fetch])
@@ -142,6 +163,16 @@ class TFJSArtifact(Artifact):
             return found
 
 
+def affine_range(low: float, high: float, levels: int) -> tuple[float, float]:
+    """tensorflowjs_converter's affine quantization range of values from `low` to `high` in
+    `levels` steps: its minimum (moved so that 0 is a level when the range holds 0) and scale,
+    in float64 as its numpy computes them."""
+    scale = (high - low) / levels
+    if low <= 0 <= high:
+        low = -round(-low / scale) * scale
+    return low, scale
+
+
 def runner_error(done: subprocess.CompletedProcess) -> str:
     """What Node said when the runner failed: the runner's own one line, else (Node itself
     failing, before the runner could catch anything) the first line that names an error."""
@@ -195,6 +226,12 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
         nodes=float_nodes(data["modelTopology"]["node"]),
     )
     artifact.notes.append(weights[1])
+    artifact.affine = [
+        (float(q["min"]), float(q["scale"]))
+        for group in data.get("weightsManifest") or []
+        for w in group.get("weights") or []
+        if (q := w.get("quantization") or {}).get("dtype") in ("uint8", "uint16")
+    ]
     if len(outputs) > 1:
         others = ", ".join(sorted(name for name in outputs if name != output_name))
         artifact.notes.append(f"compared its output {output_name!r}; not its others ({others})")
@@ -284,13 +321,16 @@ def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str
         )
     if not quantized:
         return shards, ("float32", "its weights are stored as float32")
-    if quantized == {"float16"}:
-        return shards, ("float16", "its weights are stored as float16: compared as float16")
+    if len(quantized) == 1:
+        (kind,) = quantized
+        if kind == "float16":
+            return shards, (kind, "its weights are stored as float16: compared as float16")
+        return shards, (kind, f"its weights are quantized to {kind} (TF.js's affine quantization)")
     kinds = " and ".join(sorted(quantized))
     return shards, (
         "float32",
-        f"its weights are quantized to {kinds} (TF.js's affine quantization, which verify's "
-        "reference does not reproduce): compared as float32 (pass `rtol` to allow more)",
+        f"its weights are quantized to {kinds} at once, which verify's reference does not "
+        "reproduce: compared as float32 (pass `rtol` to allow more)",
     )
 
 
