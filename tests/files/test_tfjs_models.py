@@ -283,7 +283,7 @@ def test_affine_quantization_is_the_converters():
     import torch
 
     from converters.deploy.artifacts.tfjs import affine_range
-    from converters.deploy.verify import affine_rounded
+    from converters.deploy.references import affine_rounded
 
     low, scale = affine_range(-0.3, 1.0, 255)
     assert scale == pytest.approx(1.3 / 255) and low == pytest.approx(-59 * 1.3 / 255)
