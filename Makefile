@@ -108,7 +108,7 @@ tfjs: $(TFJS)/.installed
 $(TFJS)/.installed: tools/tfjs/package.json tools/tfjs/package-lock.json
 	mkdir -p $(TFJS)
 	cp tools/tfjs/package.json tools/tfjs/package-lock.json $(TFJS)/
-	npm ci --prefix $(TFJS) --no-audit --no-fund --silent
+	npm ci --prefix $(TFJS) --ignore-scripts --no-audit --no-fund --silent
 	touch $@
 
 lint: $(STAMP)

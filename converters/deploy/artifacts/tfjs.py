@@ -58,8 +58,11 @@ BACKEND = "wasm"  # TF.js's WebAssembly backend: a browser's without WebGL, Node
 STORED_BYTES = {"float32": 4, "int32": 4, "bool": 1, "uint8": 1, "uint16": 2, "float16": 2}
 SKIPPED_OPS = frozenset({"Const", "Placeholder", "Identity", "NoOp"})
 # What a SavedModel may run (converters.files.savedmodel: no loops, nothing that never ends),
-# with the name tensorflowjs_converter gives a fused depthwise convolution.
-TFJS_OPS = ALLOWED_OPS | {"FusedDepthwiseConv2dNative"}
+# with the name tensorflowjs_converter gives a fused depthwise convolution, and without calls
+# or branches: the converter inlines every function of a convolutional network, so a graph
+# model with any is refused (no function can then loop or call itself).
+CALLS = frozenset({"If", "StatelessIf", "Case", "StatelessCase", "PartitionedCall"})
+TFJS_OPS = (ALLOWED_OPS - CALLS - {"StatefulPartitionedCall"}) | {"FusedDepthwiseConv2dNative"}
 FLOAT_TYPES = frozenset({"DT_FLOAT", "DT_HALF"})
 
 
@@ -75,6 +78,7 @@ class TFJSArtifact(Artifact):
     fetch: str = ""  # the output compared, as TF.js names it (node:index)
     nodes: list[str] = field(default_factory=list)  # float node outputs, in graph order
     runtime: str = ""  # TF.js's version, backend and Node's, for the report
+    checked: dict = field(default_factory=dict)  # the model.json Node loads: what was checked
     affine: list[tuple[float, float]] = field(default_factory=list)  # quantized (min, scale)
 
     def unmatched_weights(self, parameters: dict[str, np.ndarray], levels: int) -> list[str]:
@@ -119,10 +123,12 @@ class TFJSArtifact(Artifact):
         with tempfile.TemporaryDirectory(prefix="convnext-tfjs-") as work:
             work = Path(work)
             np.ascontiguousarray(x, dtype="<f4").tofile(work / "input.bin")
+            (work / "model.json").write_text(json.dumps(self.checked))
             request = {
-                "model": str(self.manifest),
+                "model": str(work / "model.json"),
                 "shards": [str(p) for p in self.shards],
                 "backend": BACKEND,
+                "modules": str(self.modules.resolve()),
                 "input": str(work / "input.bin"),
                 "shape": list(x.shape),
                 "fetch": fetch,
@@ -131,7 +137,7 @@ class TFJSArtifact(Artifact):
                 "index": str(work / "index.json"),
             }
             (work / "request.json").write_text(json.dumps(request))
-            environment = {**os.environ, "NODE_PATH": str(self.modules)}
+            environment = {**os.environ, "NODE_PATH": str(self.modules.resolve())}
             try:
                 done = subprocess.run(
                     [self.node, str(RUNNER), str(work / "request.json")],
@@ -200,7 +206,7 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
             "(tensorflowjs_converter --input_format tf_saved_model), which hold every operation "
             "TF.js runs; convert the SavedModel to one, or verify the Keras model it came from"
         )
-    check_operations(manifest, data["modelTopology"])
+    check_operations(manifest, data)
     signature = data.get("signature") or {}
     input_name, shape = image_input(manifest, signature.get("inputs") or {})
     declared = signature.get("outputs") or {}
@@ -224,6 +230,18 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
         input_name=input_name,
         fetch=outputs[output_name],
         nodes=float_nodes(data["modelTopology"]["node"]),
+        checked={  # only what was checked: no initializer, no metadata that renames outputs
+            "format": "graph-model",
+            "modelTopology": {
+                "node": data["modelTopology"]["node"],
+                "versions": {"producer": int(producer_of(data["modelTopology"]))},
+            },
+            "signature": signature,
+            "weightsManifest": [
+                {"weights": list(group.get("weights") or [])}
+                for group in data.get("weightsManifest") or []
+            ],
+        },
     )
     artifact.notes.append(weights[1])
     artifact.affine = [
@@ -239,6 +257,11 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
     check_version(manifest, artifact.modules)
     artifact.runtime = runtime(artifact.node, artifact.modules)
     return artifact
+
+
+def producer_of(topology: dict) -> int:
+    """The GraphDef version that wrote the graph (TF.js reads it; 0 when it is not said)."""
+    return int((topology.get("versions") or {}).get("producer") or 0)
 
 
 def read_manifest(manifest: Path) -> dict:
@@ -259,15 +282,17 @@ def read_manifest(manifest: Path) -> dict:
     return data
 
 
-def check_operations(manifest: Path, topology: dict) -> None:
-    """Every operation of the graph and of the functions it may call is one of TFJS_OPS: a
-    graph with a loop could keep Node running without end."""
-    functions = (topology.get("library") or {}).get("function") or []
-    nodes = list(topology["node"])
-    for function in functions:
-        nodes += function.get("nodeDef") or []
-    names = {(f.get("signature") or {}).get("name") for f in functions}
-    other = sorted({node.get("op") for node in nodes} - TFJS_OPS - names, key=str)
+def check_operations(manifest: Path, data: dict) -> None:
+    """Every operation of the graph is one of TFJS_OPS, and it has no functions and no
+    initializer graph (which TF.js would run before it): a graph with a loop, or a function
+    that calls itself, could keep Node running, and growing, without end."""
+    topology = data["modelTopology"]
+    if (topology.get("library") or {}).get("function") or data.get("modelInitializer"):
+        raise ConversionError(
+            f"{manifest}: refused: it holds functions or an initializer graph (control flow), "
+            "which tensorflowjs_converter writes for no convolutional network"
+        )
+    other = sorted({node.get("op") for node in topology["node"]} - TFJS_OPS, key=str)
     if other:
         raise ConversionError(
             f"{manifest}: refused: its graph runs {', '.join(map(str, other[:5]))}"
@@ -293,7 +318,7 @@ def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str
     holding together exactly what the manifest's weights take; and the precision the stored
     weights say, in words."""
     folder = manifest.parent.resolve()
-    shards, declared, quantized = [], 0, set()
+    shards, declared, quantized, seen = [], 0, set(), set()
     for group in data.get("weightsManifest") or []:
         for relative in group.get("paths") or []:
             path = (folder / str(relative)).resolve()
@@ -302,6 +327,10 @@ def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str
                     f"{manifest}: refused: weight shard {relative!r} lies outside its folder"
                 )
             check_regular_file(path, "a weight shard")
+            inode = (path.stat().st_dev, path.stat().st_ino)  # listed twice, by any name, it
+            if inode in seen:  # would be read twice: Node would hold more than the folder does
+                raise ConversionError(f"{manifest}: refused: weight shard {relative!r} repeats one")
+            seen.add(inode)
             shards.append(path)
         for weight in group.get("weights") or []:
             stored = (weight.get("quantization") or {}).get("dtype") or weight.get("dtype")

@@ -3,7 +3,8 @@
 //
 //     node tfjs_runner.js REQUEST.json
 //
-// REQUEST.json names the model.json, its weight shards in the manifest's order (the Python
+// REQUEST.json names the model.json (the checked copy verify wrote: graph, signature and
+// weight specs only), where TF.js is, its weight shards in the manifest's order (the Python
 // side has checked that each lies in the model's folder and that their sizes add up to what the
 // manifest declares), the input batch (raw little-endian float32 in a file, and its shape), the
 // node outputs to fetch (name or name:index), the shapes of those worth writing (none: any),
@@ -18,19 +19,28 @@
 "use strict";
 
 const fs = require("fs");
+const path = require("path");
 let tf, tfconv; // required in main(), so that a missing package is this script's one-line error
 
 const FETCH_CHUNK = 64; // node outputs fetched in one run: their tensors are held until written
 
+// The shards one after another in one buffer, each read straight into its place (no second
+// copy of the weights).
 function readWeights(shards) {
-  const buffers = shards.map((path) => fs.readFileSync(path));
-  const total = buffers.reduce((sum, b) => sum + b.length, 0);
-  const joined = new Uint8Array(total);
+  const sizes = shards.map((file) => fs.statSync(file).size);
+  const joined = new Uint8Array(sizes.reduce((sum, size) => sum + size, 0));
   let offset = 0;
-  for (const b of buffers) {
-    joined.set(b, offset);
-    offset += b.length;
-  }
+  shards.forEach((file, i) => {
+    const fd = fs.openSync(file, "r");
+    let done = 0;
+    while (done < sizes[i]) {
+      const read = fs.readSync(fd, joined, offset + done, sizes[i] - done, null);
+      if (read === 0) throw new Error(`${file}: shorter than when it was checked`);
+      done += read;
+    }
+    fs.closeSync(fd);
+    offset += sizes[i];
+  });
   return joined.buffer;
 }
 
@@ -44,17 +54,15 @@ async function loadModel(request) {
     generatedBy: json.generatedBy,
     convertedBy: json.convertedBy,
     signature: json.signature,
-    userDefinedMetadata: json.userDefinedMetadata,
-    modelInitializer: json.modelInitializer,
     weightSpecs,
     weightData: readWeights(request.shards),
   };
   return tfconv.loadGraphModel({ load: async () => artifacts });
 }
 
-async function setBackend(name) {
+async function setBackend(name, modules) {
   if (name === "wasm") {
-    require("@tensorflow/tfjs-backend-wasm");
+    require(path.join(modules, "@tensorflow", "tfjs-backend-wasm"));
   }
   if (!(await tf.setBackend(name))) throw new Error(`the TF.js backend ${name} did not start`);
   await tf.ready();
@@ -70,13 +78,15 @@ function wanted(tensor, shapes) {
 }
 
 async function main() {
-  tf = require("@tensorflow/tfjs-core");
-  tfconv = require("@tensorflow/tfjs-converter");
-  require("@tensorflow/tfjs-backend-cpu");
+  const request = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+  // by absolute path: the TF.js verify checked, not one in a node_modules above this script
+  const modules = request.modules;
+  tf = require(path.join(modules, "@tensorflow", "tfjs-core"));
+  tfconv = require(path.join(modules, "@tensorflow", "tfjs-converter"));
+  require(path.join(modules, "@tensorflow", "tfjs-backend-cpu"));
   // TF.js's advice on the console (install tfjs-node, use execute()) would mix with our output
   console.log = console.warn = console.info = () => {};
-  const request = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-  await setBackend(request.backend);
+  await setBackend(request.backend, modules);
   const model = await loadModel(request);
   const raw = fs.readFileSync(request.input);
   const values = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
