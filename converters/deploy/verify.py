@@ -231,7 +231,8 @@ def verify(
             f"{deployed}: takes {artifact.size[0]}x{artifact.size[1]} images only; "
             f"`size` {size[0]} {size[1]} cannot be fed to it"
         )
-    check_memory(spec, tuple(size), batch)
+    # a fixed batch is fed whole, the images repeated to fill it (inputs.in_fixed_batches)
+    check_memory(spec, tuple(size), max(batch, artifact.batch or 0))
     if images is not None:
         inputs = folder_images(path_argument("images", images), tuple(size), spec.in_chans)
     else:

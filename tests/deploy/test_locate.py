@@ -75,6 +75,22 @@ def test_a_point_never_computed_on_its_own_is_not_located_and_not_a_divergence()
     ]
 
 
+def test_a_point_no_tensor_agrees_with_keeps_its_nearest_tensor_and_how_far():
+    """Under a wide tolerance, later blocks can agree again after a real error: the point is
+    not located, as a fused one is, but its nearest tensor is kept (misses) and said."""
+    near = nhwc(EXPECTED["stages.0.1"]) * (1 + 3e-6)  # 3x the 1e-6 tolerance
+    candidates = [
+        Candidate("add", 1, nhwc(EXPECTED["stages.0.0"])),
+        Candidate("add_1", 3, near),
+        Candidate("add_2", 4, nhwc(EXPECTED["stages.0.2"])),
+        Candidate("ln", 5, EXPECTED["norm"].copy()),
+    ]
+    location = locate(EXPECTED, candidates, judge)
+    assert [(p.name, p.source) for p in location.misses] == [("stages.0.1", "add_1")]
+    assert 2 < location.misses[0].max_rel / location.misses[0].tolerance < 4
+    assert any("nearest tensor" in line and "stages.0.1" in line for line in location.notes(2))
+
+
 def test_a_broken_block_is_the_first_divergence_and_nothing_after_it_is_guessed():
     broken = EXPECTED["stages.0.1"] + 1e-2
     candidates = [

@@ -286,13 +286,14 @@ def test_cli_failed_export_leaves_nothing_behind(
     and no .convnext-* temporary file or directory beside it (a .tflite is converted from a
     SavedModel written there); with --force over an existing SavedModel, the old one is left
     exactly as it was."""
+    existing = deployed["savedmodel"] if force else None  # written before writing is broken
     if kind == "tflite":
         failing_converter(monkeypatch)
     else:
         monkeypatch.setattr("converters.deploy.export.save_savedmodel", failing_savedmodel)
     dst = tmp_path / ("model.tflite" if kind == "tflite" else "savedmodel")
     if force:
-        shutil.copytree(deployed["savedmodel"], dst)
+        shutil.copytree(existing, dst)
     before = tree(dst) if force else None
     code, _, err = run(capsys, "export", deployed["keras"], dst, *(["--force"] if force else []))
     assert_one_line_error(code, err, "simulated")

@@ -350,3 +350,62 @@ def test_a_uint8_models_weights_are_matched_to_pytorchs_by_their_ranges(tmp_path
     params["again"] = SCALE.copy()  # the range is held once, not twice
     assert artifact.unmatched_weights(params, 255) == ["again"]
     assert artifact.unmatched_weights({"shift": SHIFT}, 255) == ["shift"]
+
+
+def test_nodes_are_taken_in_an_order_the_graph_computes_them(tmp_path):
+    """The file lists `shifted` before `scaled`, its input: the order locate matches points in
+    is the graph's (each node after its inputs), not the file's."""
+    folder = web_model(tmp_path / "web")
+    model = json.loads((folder / "model.json").read_text())
+    nodes = model["modelTopology"]["node"]
+    nodes[4], nodes[5] = nodes[5], nodes[4]
+    assert [n["name"] for n in nodes[4:6]] == ["shifted", "scaled"]
+    (folder / "model.json").write_text(json.dumps(model))
+    if shutil.which("node") is None or not (DEFAULT_MODULES / "@tensorflow").is_dir():
+        pytest.skip("no TF.js in Node")
+    assert open_artifact(folder).nodes == ["scaled", "shifted", "pooled"]
+
+
+def test_a_shard_linked_from_outside_is_refused(tmp_path):
+    folder = web_model(tmp_path / "web")
+    (tmp_path / "secret.bin").write_bytes((folder / "group1-shard1of1.bin").read_bytes())
+    (folder / "group1-shard1of1.bin").unlink()
+    (folder / "group1-shard1of1.bin").symlink_to(tmp_path / "secret.bin")
+    refused(folder, "lies outside its folder")
+
+
+@needs_tfjs
+def test_an_output_that_is_not_float_is_said_so(tmp_path):
+    folder = web_model(tmp_path / "web")
+    model = json.loads((folder / "model.json").read_text())
+    model["modelTopology"]["node"].append(
+        {"name": "am", "op": "ArgMax", "input": ["pooled", "axes"],
+         "attr": {"T": {"type": "DT_FLOAT"}, "output_type": {"type": "DT_INT32"}}}
+    )  # fmt: skip
+    model["signature"]["outputs"] = {"logits": {"name": "am:0", "dtype": "DT_INT32"}}
+    (folder / "model.json").write_text(json.dumps(model))
+    with pytest.raises(ConversionError, match="its output am:0 is not float32"):
+        open_artifact(folder).run(np.ones((1, 4, 4, 3), np.float32))
+
+
+@needs_tfjs
+def test_a_node_run_past_its_time_is_stopped(tmp_path, monkeypatch):
+    from converters.deploy.artifacts import tfjs
+
+    monkeypatch.setattr(tfjs, "RUN_LIMIT", 0.001)
+    with pytest.raises(ConversionError, match="TF.js had not finished after"):
+        open_artifact(web_model(tmp_path / "web")).run(np.ones((1, 4, 4, 3), np.float32))
+
+
+def test_weights_not_all_found_fall_back_to_the_quantizations_floor(tmp_path):
+    """quantized_exactly: a uint8 model with a PyTorch weight whose range it does not hold is
+    compared with uint8's floor, and the note names the weight."""
+    import torch
+
+    from converters.deploy.artifacts.tfjs import TFJSArtifact
+    from converters.deploy.references import quantized_exactly
+
+    model = torch.nn.Linear(3, 2)
+    artifact = TFJSArtifact(tmp_path, "tfjs", "test", precision="uint8", affine=[])
+    assert quantized_exactly(model, artifact) is None
+    assert any("weight, bias" in note and "uint8's floor" in note for note in artifact.notes)

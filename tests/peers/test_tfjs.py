@@ -128,6 +128,7 @@ def test_float16_web_model_is_compared_as_float16_and_says_what_it_cannot_see(
     code, out = verify(capsys, checkpoints["correct"], web_models["correct-float16"], SIZES[1])
     assert code == 0, out
     assert "stored as float16: compared as float16" in out, out
+    assert "18 of 18 points" in out and "matches no tensor" not in out, out  # its blocks too
     assert re.search(r"^PASS: .*float16 noise floor.*blind below", out, re.MULTILINE), out
 
 

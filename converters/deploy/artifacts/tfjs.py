@@ -103,12 +103,12 @@ class TFJSArtifact(Artifact):
     def run(self, x: np.ndarray) -> np.ndarray:
         found = self.execute(x, [self.fetch])
         if not found:
-            raise RuntimeError(f"its output {self.fetch} is not float32")
+            raise ConversionError(f"{self.manifest}: its output {self.fetch} is not float32")
         return next(iter(found.values()))
 
     def tensors(self, x: np.ndarray, keep: Keep) -> list[Candidate]:
-        """Every float node output of the graph that `keep` accepts, in an order the graph
-        can be computed in, as TF.js's executor computes it (fetched a few dozen at a time)."""
+        """Every float node output of the graph that `keep` accepts, each at its place in an
+        order the graph can be computed in (float_nodes; fetched a few dozen at a time)."""
         found = self.execute(x, self.nodes, getattr(keep, "wanted", None))
         order = {name: i for i, name in enumerate(self.nodes)}
         return [
@@ -118,8 +118,9 @@ class TFJSArtifact(Artifact):
         ]
 
     def execute(self, x: np.ndarray, fetch: list[str], shapes=None) -> dict[str, np.ndarray]:
-        """The tensors `fetch` names on `x`, from one Node process (tfjs_runner.js); of shapes
-        among `shapes` only, when given (what the runner writes is read back here)."""
+        """The tensors `fetch` names on `x`, from one Node process (tfjs_runner.js: a process a
+        batch, each loading the weights again, a second for convnext_tiny); of shapes
+            among `shapes` only, when given (what the runner writes is read back here)."""
         with tempfile.TemporaryDirectory(prefix="convnext-tfjs-") as work:
             work = Path(work)
             np.ascontiguousarray(x, dtype="<f4").tofile(work / "input.bin")
@@ -161,10 +162,9 @@ class TFJSArtifact(Artifact):
             for entry in index:
                 if entry["offset"] < 0:
                     continue
-                start, count = entry["offset"] // 4, int(np.prod(entry["shape"]))
-                found[entry["name"]] = np.array(values[start : start + count]).reshape(
-                    entry["shape"]
-                )
+                start, count = entry["offset"] // 4, math.prod(entry["shape"])
+                held = values[start : start + count] if values is not None else np.zeros(0, "<f4")
+                found[entry["name"]] = np.array(held).reshape(entry["shape"])
             del values
             return found
 
@@ -182,8 +182,12 @@ def affine_range(low: float, high: float, levels: int) -> tuple[float, float]:
 def runner_error(done: subprocess.CompletedProcess) -> str:
     """What Node said when the runner failed: the runner's own one line, else (Node itself
     failing, before the runner could catch anything) the first line that names an error."""
+    if done.returncode < 0:  # a signal: the kernel's out-of-memory killer, most often
+        return f"Node was stopped by signal {-done.returncode} (out of memory?)"
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    named = [line for line in lines if "Error" in line or "error" in line]
+    if any("out of memory" in line.lower() for line in lines):
+        return "Node ran out of memory"
+    named = [line for line in lines if "error" in line.lower()]
     return (named or lines or [f"node exited with status {done.returncode}"])[0][:300]
 
 
@@ -191,12 +195,16 @@ def open_tfjs(manifest: Path, output_name: str | None = None) -> TFJSArtifact:
     """The TF.js graph model whose model.json is `manifest`, checked as the module says."""
     data = read_manifest(manifest)
     try:
-        return graph_model(manifest, data, output_name)
+        artifact = graph_model(manifest, data, output_name)
     except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as e:
         raise ConversionError(
             f"{manifest}: not a TF.js model.json this reads ({type(e).__name__}: "
             f"{first_sentence(e)[:120]})"
         ) from None
+    artifact.node, artifact.modules = find_tfjs(manifest)
+    check_version(manifest, artifact.modules)
+    artifact.runtime = runtime(artifact.node, artifact.modules)
+    return artifact
 
 
 def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArtifact:
@@ -253,9 +261,6 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
     if len(outputs) > 1:
         others = ", ".join(sorted(name for name in outputs if name != output_name))
         artifact.notes.append(f"compared its output {output_name!r}; not its others ({others})")
-    artifact.node, artifact.modules = find_tfjs(manifest)
-    check_version(manifest, artifact.modules)
-    artifact.runtime = runtime(artifact.node, artifact.modules)
     return artifact
 
 
@@ -273,7 +278,7 @@ def read_manifest(manifest: Path) -> dict:
         )
     try:
         data = json.loads(manifest.read_bytes())
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ConversionError(f"{manifest}: not JSON ({e})") from None
     if not isinstance(data, dict) or not ({"modelTopology", "weightsManifest"} & set(data)):
         raise ConversionError(
