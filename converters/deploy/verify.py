@@ -407,7 +407,7 @@ def verify_models(
     floor_dtype = None
     exactly = quantized_exactly(model, artifact)
     if exactly is not None:  # its every weight known: float32 on those, held to float32's floor
-        reference = baseline = reference_copy(model, precision)
+        reference = baseline = exactly[0]
         precision, floor_dtype = "float32", torch.float64
     elif precision == "float64":
         reference, baseline = reference_copy(model, "float64"), reference_copy(model, "float32")
@@ -420,7 +420,7 @@ def verify_models(
     if precision == "float32":
         floored_at_most = floor_images(model, inputs.size, inputs.channels, floored_at_most)
     clock.lap("copy the reference to the precisions needed")
-    notes = list(artifact.notes) + ([exactly] if exactly else []) + list(feed.notes) + guessed
+    notes = list(artifact.notes) + ([exactly[1]] if exactly else []) + list(feed.notes) + guessed
     if artifact.layout is None and feed.layout == "nhwc":
         notes.append("the artifact's input shape does not say its layout: NHWC assumed")
     tallies: dict[str, Tally] = {}

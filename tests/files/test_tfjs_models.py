@@ -342,14 +342,46 @@ def test_affine_quantization_is_the_converters():
 def test_a_uint8_models_weights_are_matched_to_pytorchs_by_their_ranges(tmp_path):
     """unmatched_weights: a PyTorch weight whose (min, scale) the manifest holds is found
     (once); one of another range is named. A one-valued weight needs no finding."""
-    from converters.deploy.artifacts.tfjs import TFJSArtifact, affine_range
+    from converters.deploy.artifacts.tfjs import AffineWeight, TFJSArtifact, affine_range
 
-    artifact = TFJSArtifact(tmp_path, "tfjs", "test", affine=[affine_range(-2.0, 3.0, 255)])
+    held = AffineWeight(*affine_range(-2.0, 3.0, 255), "uint8", 0, 3)
+    artifact = TFJSArtifact(tmp_path, "tfjs", "test", affine=[held])
     params = {"scale": SCALE, "constant": np.full(3, 0.5, np.float32)}
-    assert artifact.unmatched_weights(params, 255) == []
+    assert artifact.unmatched_weights(params, 255)[0] == []
     params["again"] = SCALE.copy()  # the range is held once, not twice
-    assert artifact.unmatched_weights(params, 255) == ["again"]
-    assert artifact.unmatched_weights({"shift": SHIFT}, 255) == ["shift"]
+    assert artifact.unmatched_weights(params, 255)[0] == ["again"]
+    assert artifact.unmatched_weights({"shift": SHIFT}, 255)[0] == ["shift"]
+
+
+@pytest.mark.parametrize("arithmetic", ["float64", "float32"])
+def test_the_converters_rounding_arithmetic_is_told_from_the_stored_levels(tmp_path, arithmetic):
+    """numpy 1 (tensorflowjs_converter under TensorFlow 2.16 and older) rounds the levels in
+    float32, numpy 2 in float64: some values land one level apart. Which one a file holds is
+    read from its levels, and the reference rounds the same way: exactly the stored levels."""
+    import torch
+
+    from converters.deploy.artifacts.tfjs import (
+        AffineWeight,
+        TFJSArtifact,
+        affine_levels,
+        affine_range,
+    )
+    from converters.deploy.references import affine_rounded
+
+    low, high = -1.0, 2.0  # values half way between levels, where the two roundings part
+    start, step = affine_range(low, high, 255)
+    ties = (start + (np.arange(254) + 0.5) * step).astype(np.float32)
+    value = np.concatenate([[low, high], ties]).astype(np.float32)
+    wide, narrow = (affine_levels(value, low, high, 255, a) for a in ("float64", "float32"))
+    assert 0 < (wide != narrow).sum() < value.size  # some values one level apart
+    stored = wide if arithmetic == "float64" else narrow
+    (tmp_path / "shard.bin").write_bytes(stored.astype(np.uint8).tobytes())
+    weight = AffineWeight(*affine_range(low, high, 255), "uint8", 0, value.size)
+    artifact = TFJSArtifact(tmp_path, "tfjs", "test", shards=[tmp_path / "shard.bin"])
+    artifact.affine = [weight]
+    assert artifact.unmatched_weights({"w": value}, 255) == ([], arithmetic)
+    rounded = affine_rounded(torch.from_numpy(value), 255, arithmetic).double().numpy()
+    np.testing.assert_array_equal(np.round((rounded - weight.low) / weight.scale), stored)
 
 
 def test_nodes_are_taken_in_an_order_the_graph_computes_them(tmp_path):

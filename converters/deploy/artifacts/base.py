@@ -52,10 +52,12 @@ class Artifact:
         """The named intermediate outputs (converters.deploy.trace.trace), channels last."""
         raise ConversionError(f"{self.path}: {self.kind} artifacts give their outputs only")
 
-    def unmatched_weights(self, parameters: dict[str, np.ndarray], levels: int) -> list[str] | None:
+    def unmatched_weights(
+        self, parameters: dict[str, np.ndarray], levels: int
+    ) -> tuple[list[str], str] | None:
         """Which of `parameters` (PyTorch's) are not among the artifact's weights as an
-        affine quantization in `levels` steps stores them; None: it cannot tell (only a
-        TF.js manifest gives each quantized weight's range)."""
+        affine quantization in `levels` steps stores them, and the arithmetic they were
+        rounded in; None: it cannot tell (only a TF.js manifest gives each weight's range)."""
         return None
 
     def tensors(self, x: np.ndarray, keep: Keep) -> list[Candidate]:

@@ -79,26 +79,45 @@ class TFJSArtifact(Artifact):
     nodes: list[str] = field(default_factory=list)  # float node outputs, in graph order
     runtime: str = ""  # TF.js's version, backend and Node's, for the report
     checked: dict = field(default_factory=dict)  # the model.json Node loads: what was checked
-    affine: list[tuple[float, float]] = field(default_factory=list)  # quantized (min, scale)
+    affine: list[AffineWeight] = field(default_factory=list)  # its uint8 / uint16 weights
 
-    def unmatched_weights(self, parameters: dict[str, np.ndarray], levels: int) -> list[str]:
+    def unmatched_weights(
+        self, parameters: dict[str, np.ndarray], levels: int
+    ) -> tuple[list[str], str]:
         """The names among `parameters` (PyTorch's, of more than one value) whose affine range
         (min, scale), as tensorflowjs_converter computes it, is not among this model's
-        quantized weights: none, and the file's weights are PyTorch's quantized this way,
-        each of them exactly (a weight the converter folded with another would not be)."""
-        stored = Counter((f"{low:.9g}", f"{scale:.9g}") for low, scale in self.affine)
-        missing = []
+        quantized weights (none: the file's weights are PyTorch's quantized this way, a
+        weight the converter folded with another would not be), and the arithmetic the
+        converter rounded in: float64 (numpy 2), or float32 (numpy 1, with TensorFlow 2.16 and
+        older), which puts some values one level off. Told from the stored levels of the
+        weights where the two differ: which one they are, as a whole (a broken weight is
+        neither, and does not count)."""
+        by_range: dict[tuple[str, str], list[AffineWeight]] = {}
+        for weight in self.affine:
+            by_range.setdefault(weight.key, []).append(weight)
+        missing, votes = [], Counter()
         for name, value in parameters.items():
             low, high = float(value.min()), float(value.max())
             if low == high:
                 continue  # one value: stored as it is, whatever the quantization
-            low, scale = affine_range(low, high, levels)
-            key = (f"{low:.9g}", f"{scale:.9g}")
-            if stored[key] > 0:
-                stored[key] -= 1
-            else:
+            key = AffineWeight(*affine_range(low, high, levels), "", 0, 0).key
+            if not by_range.get(key):
                 missing.append(name)
-        return missing
+                continue
+            weight = by_range[key].pop(0)
+            wide, narrow = (affine_levels(value, low, high, levels, a) for a in ARITHMETIC)
+            if weight.count == value.size and not np.array_equal(wide, narrow):
+                stored = np.sort(self.stored_levels(weight), axis=None)
+                for arithmetic, levels_of in zip(ARITHMETIC, (wide, narrow), strict=True):
+                    votes[arithmetic] += np.array_equal(stored, np.sort(levels_of, axis=None))
+        arithmetic = "float32" if votes["float32"] > votes["float64"] else "float64"
+        return missing, arithmetic
+
+    def stored_levels(self, weight: AffineWeight) -> np.ndarray:
+        """A quantized weight's levels as its shards store them (little-endian)."""
+        width = STORED_BYTES[weight.dtype]
+        data = read_span(self.shards, weight.offset, weight.count * width)
+        return np.frombuffer(data, dtype=f"<u{width}")
 
     def run(self, x: np.ndarray) -> np.ndarray:
         found = self.execute(x, [self.fetch])
@@ -169,6 +188,51 @@ class TFJSArtifact(Artifact):
             return found
 
 
+@dataclass(frozen=True)
+class AffineWeight:
+    """A weight stored by TF.js's affine quantization: its minimum and scale (the manifest's),
+    its level type, and where its levels lie in the shards taken one after another."""
+
+    low: float
+    scale: float
+    dtype: str  # uint8 or uint16
+    offset: int
+    count: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (f"{self.low:.9g}", f"{self.scale:.9g}")
+
+
+ARITHMETIC = ("float64", "float32")  # what the converter's numpy rounds in: 2.x, 1.x
+
+
+def affine_levels(
+    value: np.ndarray, low: float, high: float, levels: int, arithmetic: str
+) -> np.ndarray:
+    """The levels tensorflowjs_converter stores for `value` (float32): numpy 2 computes them in
+    float64 (the minimum and scale are float64 scalars), numpy 1 in float32 (value-based
+    casting keeps the array's type)."""
+    low, scale = affine_range(low, high, levels)
+    kind = np.float64 if arithmetic == "float64" else np.float32
+    top = kind(levels * scale + low)
+    return np.round((value.astype(kind).clip(kind(low), top) - kind(low)) / kind(scale))
+
+
+def read_span(shards: list[Path], offset: int, length: int) -> bytes:
+    """`length` bytes from `offset` in the shards taken one after another."""
+    parts = []
+    for path in shards:
+        size = path.stat().st_size
+        if offset < size and length > 0:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                parts.append(f.read(min(length, size - offset)))
+            length -= len(parts[-1])
+        offset = max(0, offset - size)
+    return b"".join(parts)
+
+
 def affine_range(low: float, high: float, levels: int) -> tuple[float, float]:
     """tensorflowjs_converter's affine quantization range of values from `low` to `high` in
     `levels` steps: its minimum (moved so that 0 is a level when the range holds 0) and scale,
@@ -222,7 +286,8 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
     if not outputs:
         raise ConversionError(f"{manifest}: its signature names no output")
     output_name = pick_output(manifest, "the model", outputs, output_name)
-    shards, weights = weight_files(manifest, data)
+    affine: list[AffineWeight] = []
+    shards, weights = weight_files(manifest, data, affine)
     layout, size = layout_of(shape)
     artifact = TFJSArtifact(
         manifest.parent,
@@ -252,12 +317,7 @@ def graph_model(manifest: Path, data: dict, output_name: str | None) -> TFJSArti
         },
     )
     artifact.notes.append(weights[1])
-    artifact.affine = [
-        (float(q["min"]), float(q["scale"]))
-        for group in data.get("weightsManifest") or []
-        for w in group.get("weights") or []
-        if (q := w.get("quantization") or {}).get("dtype") in ("uint8", "uint16")
-    ]
+    artifact.affine = affine
     if len(outputs) > 1:
         others = ", ".join(sorted(name for name in outputs if name != output_name))
         artifact.notes.append(f"compared its output {output_name!r}; not its others ({others})")
@@ -318,10 +378,12 @@ def image_input(manifest: Path, inputs: dict) -> tuple[str, list[int | None]]:
     return described[0][0], described[0][2]
 
 
-def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str]]:
+def weight_files(
+    manifest: Path, data: dict, affine: list[AffineWeight]
+) -> tuple[list[Path], tuple[str, str]]:
     """The weight shards, in the manifest's order, each a regular file in the model's folder,
     holding together exactly what the manifest's weights take; and the precision the stored
-    weights say, in words."""
+    weights say, in words. Each uint8 / uint16 weight is added to `affine`."""
     folder = manifest.parent.resolve()
     shards, declared, quantized, seen = [], 0, set(), set()
     for group in data.get("weightsManifest") or []:
@@ -344,9 +406,14 @@ def weight_files(manifest: Path, data: dict) -> tuple[list[Path], tuple[str, str
                     f"{manifest}: weight {weight.get('name')!r} is stored as {stored}, which "
                     "no float image model holds"
                 )
-            if weight.get("quantization"):
+            quantization = weight.get("quantization")
+            if quantization:
                 quantized.add(stored)
-            declared += elements_of(manifest, weight) * STORED_BYTES[stored]
+            elements = elements_of(manifest, weight)
+            if stored in ("uint8", "uint16"):
+                low, scale = float(quantization["min"]), float(quantization["scale"])
+                affine.append(AffineWeight(low, scale, stored, declared, elements))
+            declared += elements * STORED_BYTES[stored]
     held = sum(path.stat().st_size for path in shards)
     if held != declared:
         raise ConversionError(
