@@ -532,10 +532,12 @@ def verify_models(
             + (f"; first NaN or Inf at {first_nan}" if first_nan else ""),
         )
     passed = final.ok
+    suspect = None  # on a PASS: a point out of its own tolerance, said in the verdict line too
     if passed and first:
         notes.append(f"{first} is out of its tolerance, the output is not")
-        first = None
+        suspect, first = first, None
     if passed and quantized and located is not None and located.misses:
+        suspect = suspect or located.misses[0].name
         notes.append(
             f"{located.misses[0].name} matches no tensor, and later points do: fused away, or "
             "an error that this wide a tolerance lets the later blocks hide (its nearest tensor "
@@ -547,6 +549,10 @@ def verify_models(
     hints, caveat = advise(
         model, evidence, feed.output, output_name, points, final, first, wide, agreeing, artifact
     )
+    if suspect:  # the verdict is the output's; what a block shows is not left to the notes
+        caveat = f"but {suspect} is not within its own tolerance (notes)" + (
+            f"; {caveat}" if caveat else ""
+        )
     clock.lap("hints")
     notes += hints
     label = feed.output  # logits, probabilities or features

@@ -200,12 +200,14 @@ def test_a_quantized_pass_compares_the_blocks_and_says_which_one_hides_an_error(
     assert result.passed, result.format()
     text = result.format()
     assert "11 of 11 points" in text and "matches no tensor" not in text
+    assert "not within its own tolerance" not in result.verdict_line()
     broken = verify_float16_port(tiny_model, float16_ports["broken"])
     assert broken.passed, broken.format()  # the logits cannot see it: the blocks can
     text = broken.format()
     assert "stages.2.1 matches no tensor, and later points do" in text, text
     nearest = re.search(r"nearest tensor .*: stages\.2\.1 \S+ \(([\d.]+)x its tolerance", text)
     assert nearest and float(nearest.group(1)) > 2, text
+    assert "but stages.2.1 is not within its own tolerance" in broken.verdict_line()
 
 
 def test_the_quantized_block_check_is_seen_failing_without_the_matching(
