@@ -18,11 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from profile_table import REPEATS, SIZE, THREADS, print_table  # noqa: E402
+
 import convnext_torch  # noqa: E402
 from convnext_torch.kernels import fused_kernels  # noqa: E402
-
-THREADS, SIZE, REPEATS = 2, 224, {1: 10, 16: 3}
-TOP = 8
 
 
 def gemm_gflops() -> float:
@@ -82,10 +81,7 @@ def main() -> None:
     )
     for batch in (1, 16):
         wall, by_op = profile(model, batch)
-        profiled = sum(by_op.values())
-        print(f"batch {batch}: {wall:.0f} ms a forward pass; self CPU time by operator:")
-        for name, ms in sorted(by_op.items(), key=lambda item: -item[1])[:TOP]:
-            print(f"  {name:<42} {ms:8.1f} ms  {100 * ms / profiled:5.1f}%")
+        print_table(batch, wall, by_op, "self CPU time by operator")
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from profile_table import REPEATS, SIZE, THREADS, print_table  # noqa: E402
 from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
     convert_variables_to_constants_v2,
 )
 
 import convnext_tf  # noqa: E402
-
-THREADS, SIZE, REPEATS, TOP = 2, 224, {1: 10, 16: 3}, 8
 
 
 def profile(graph_def, batch: int) -> tuple[float, dict[str, float]]:
@@ -67,10 +66,7 @@ def main() -> None:
     graph_def = convert_variables_to_constants_v2(function).graph.as_graph_def()
     for batch in (1, 16):
         wall, by_op = profile(graph_def, batch)
-        profiled = sum(by_op.values())
-        print(f"batch {batch}: {wall:.0f} ms a forward pass; time by operator type:")
-        for name, ms in sorted(by_op.items(), key=lambda item: -item[1])[:TOP]:
-            print(f"  {name:<42} {ms:8.1f} ms  {100 * ms / profiled:5.1f}%")
+        print_table(batch, wall, by_op, "time by operator type")
 
 
 if __name__ == "__main__":
