@@ -441,3 +441,25 @@ def test_weights_not_all_found_fall_back_to_the_quantizations_floor(tmp_path):
     artifact = TFJSArtifact(tmp_path, "tfjs", "test", precision="uint8", affine=[])
     assert quantized_exactly(model, artifact) is None
     assert any("weight, bias" in note and "uint8's floor" in note for note in artifact.notes)
+
+
+def test_a_few_quantized_weights_do_not_earn_a_quantized_tolerance(tmp_path):
+    """--quantize_float16 '*' stores every float weight as float16: a file with one of them
+    float16 and the others float32 (a tampered file choosing its tolerance) is compared as
+    float32; all of them float16, as float16."""
+    from converters.files.tfjs_files import weight_files
+
+    folder = tmp_path / "web"
+    folder.mkdir()
+    half = {"dtype": "float16", "original_dtype": "float32"}
+    weights = [
+        {"name": "scale", "shape": [3], "dtype": "float32", "quantization": half},
+        {"name": "shift", "shape": [3], "dtype": "float32"},
+    ]
+    (folder / "shard.bin").write_bytes(SCALE.astype(np.float16).tobytes() + SHIFT.tobytes())
+    data = {"weightsManifest": [{"paths": ["shard.bin"], "weights": weights}]}
+    precision, said = weight_files(folder / "model.json", data, [])[1]
+    assert precision == "float32" and "1 of its float weights are not quantized" in said
+    weights[1]["quantization"] = half
+    (folder / "shard.bin").write_bytes(np.concatenate([SCALE, SHIFT]).astype(np.float16).tobytes())
+    assert weight_files(folder / "model.json", data, [])[1][0] == "float16"
